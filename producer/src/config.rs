@@ -1,0 +1,74 @@
+//! Command-line and environment configuration. Every flag has a `DOCSORT_*` variable.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// docsort producer: enqueues S3 PDF keys for the docsort workers.
+///
+/// AWS region, credentials and endpoints come from the standard AWS chain
+/// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...).
+#[derive(Debug, Parser)]
+#[command(name = "docsort-producer", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: `pretty` for people, `json` for log pipelines.
+    #[arg(long, env = "DOCSORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The producer's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List a bucket (under a prefix) and enqueue every object whose key ends in .pdf (any case).
+    Backfill(BackfillArgs),
+    /// Enqueue the given s3://bucket/key URIs, or one URI per line from standard input.
+    Enqueue(EnqueueArgs),
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where jobs go.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// URL of the SQS work queue.
+    #[arg(long, env = "DOCSORT_QUEUE_URL")]
+    pub queue_url: String,
+    /// Batches of 10 sent at once.
+    #[arg(long, env = "DOCSORT_SEND_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub send_concurrency: u32,
+}
+
+/// `docsort-producer backfill`.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// Bucket to list.
+    #[arg(long, env = "DOCSORT_BUCKET")]
+    pub bucket: String,
+    /// Only keys under this prefix (e.g. `inbox/2026/`).
+    #[arg(long, env = "DOCSORT_PREFIX", default_value = "")]
+    pub prefix: String,
+    /// List and count, but send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Queue settings.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// `docsort-producer enqueue`.
+#[derive(Debug, Clone, Args)]
+pub struct EnqueueArgs {
+    /// Objects as s3://bucket/key (key as is, not URL-encoded). None, or `-`: read them from standard input.
+    pub uris: Vec<String>,
+    /// Queue settings.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}

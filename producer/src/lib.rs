@@ -1,0 +1,10 @@
+//! docsort's producer: puts S3 PDF keys on the work queue.
+//!
+//! - [`backfill`]: list a bucket prefix and enqueue every `.pdf`;
+//! - [`enqueue`]: send jobs in batches of 10, retrying partial failures.
+
+pub mod backfill;
+pub mod config;
+pub mod enqueue;
+
+pub use enqueue::{EnqueueSummary, Sender};

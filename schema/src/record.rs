@@ -1,0 +1,304 @@
+//! The labels table item: one per document, keyed by `uri`.
+//!
+//! Downstream apps read items with [`LabelRecord::from_item`], which takes a
+//! [`serde_dynamo::Item`]; with serde_dynamo's `aws-sdk-dynamodb+1` feature
+//! enabled in the app, an SDK item map converts into one with `.into()`:
+//!
+//! ```ignore
+//! let out = dynamodb.get_item().table_name(t).key("uri", AttributeValue::S(uri)).send().await?;
+//! let record = LabelRecord::from_item(out.item.unwrap_or_default())?;
+//! ```
+//!
+//! "All invoices since yesterday" is a query on [`LABEL_INDEX`] with
+//! `label = :l AND classified_at > :t`, `:t` formatted by [`format_timestamp`].
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::message::Source;
+
+/// The table's partition key attribute.
+pub const PARTITION_KEY: &str = "uri";
+/// The global secondary index: partition `label`, sort `classified_at`.
+pub const LABEL_INDEX: &str = "label-index";
+
+/// `s3://{bucket}/{key}` with the key as it is (decoded).
+pub fn uri(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// The timestamp format of `classified_at` and `last_modified`: RFC 3339 UTC
+/// with milliseconds, so strings sort in time order.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Whether the document got a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// `label` holds a taxonomy category.
+    Labeled,
+    /// `failure` and `detail` say why there is no label.
+    Failed,
+}
+
+impl Status {
+    /// `labeled` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Labeled => "labeled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// Why a document could not be labeled. Stored as its snake_case code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum FailureReason {
+    /// The object does not exist (any more).
+    NotFound,
+    /// The object is larger than the worker's size cap.
+    TooLarge,
+    /// The object is not a PDF.
+    NotPdf,
+    /// The PDF needs a password.
+    Encrypted,
+    /// The PDF has no text layer (scanned or image-only).
+    NoText,
+    /// The PDF cannot be parsed.
+    Malformed,
+    /// Extraction took longer than its time cap.
+    Timeout,
+    /// The model twice answered with something outside the taxonomy.
+    UnparseableAnswer,
+    /// A code written by a newer docsort.
+    Other(String),
+}
+
+impl FailureReason {
+    /// The stored code, e.g. `not_found`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            FailureReason::NotFound => "not_found",
+            FailureReason::TooLarge => "too_large",
+            FailureReason::NotPdf => "not_pdf",
+            FailureReason::Encrypted => "encrypted",
+            FailureReason::NoText => "no_text",
+            FailureReason::Malformed => "malformed",
+            FailureReason::Timeout => "timeout",
+            FailureReason::UnparseableAnswer => "unparseable_answer",
+            FailureReason::Other(code) => code,
+        }
+    }
+}
+
+impl From<String> for FailureReason {
+    fn from(code: String) -> Self {
+        match code.as_str() {
+            "not_found" => FailureReason::NotFound,
+            "too_large" => FailureReason::TooLarge,
+            "not_pdf" => FailureReason::NotPdf,
+            "encrypted" => FailureReason::Encrypted,
+            "no_text" => FailureReason::NoText,
+            "malformed" => FailureReason::Malformed,
+            "timeout" => FailureReason::Timeout,
+            "unparseable_answer" => FailureReason::UnparseableAnswer,
+            _ => FailureReason::Other(code),
+        }
+    }
+}
+
+impl From<FailureReason> for String {
+    fn from(r: FailureReason) -> Self {
+        r.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One labels table item. Optional attributes are absent from the item when `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRecord {
+    /// Partition key: `s3://bucket/key`.
+    pub uri: String,
+    /// The object's bucket.
+    pub bucket: String,
+    /// The object's key, decoded.
+    pub key: String,
+    /// S3 version id, on versioned buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// ETag of the object that was classified (absent for `not_found`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Object size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The object's Last-Modified time; orders object versions (newer wins).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_timestamp")]
+    pub last_modified: Option<DateTime<Utc>>,
+    /// `labeled` or `failed`.
+    pub status: Status,
+    /// The category, when `labeled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The reason code, when `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReason>,
+    /// One human sentence about the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The model or inference profile asked (absent when the model was not reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// Short hash of system prompt and taxonomy.
+    pub prompt_version: String,
+    /// Input tokens billed, summed over the calls for this document.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens billed, summed over the calls for this document.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Cost of the model calls in USD, when the model's price is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Pages in the document, when it could be parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u32>,
+    /// Characters of text extraction produced (before the prompt's cut).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_chars: Option<u64>,
+    /// When this record was written (RFC 3339 UTC, milliseconds).
+    #[serde(with = "timestamp")]
+    pub classified_at: DateTime<Utc>,
+    /// Where the job came from.
+    pub source: Source,
+    /// Deliveries of this document that reached the model.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// A record that is not a valid labels table item.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("labels table item is not a valid record: {0}")]
+    Item(#[from] serde_dynamo::Error),
+}
+
+impl LabelRecord {
+    /// The DynamoDB item for this record.
+    pub fn to_item(&self) -> Result<serde_dynamo::Item, RecordError> {
+        Ok(serde_dynamo::to_item(self)?)
+    }
+
+    /// Reads a record from a DynamoDB item (see the module docs).
+    pub fn from_item(item: impl Into<serde_dynamo::Item>) -> Result<Self, RecordError> {
+        Ok(serde_dynamo::from_item(item.into())?)
+    }
+}
+
+mod timestamp {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_timestamp(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_timestamp {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::timestamp::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::timestamp")] DateTime<Utc>);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(t)| t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_dynamo::AttributeValue;
+
+    fn sample() -> LabelRecord {
+        LabelRecord {
+            uri: uri("b", "a b.pdf"),
+            bucket: "b".into(),
+            key: "a b.pdf".into(),
+            version_id: None,
+            etag: Some("\"abc\"".into()),
+            size_bytes: Some(1234),
+            last_modified: Some("2026-11-24T08:00:00Z".parse().unwrap()),
+            status: Status::Labeled,
+            label: Some("invoice".into()),
+            failure: None,
+            detail: None,
+            model_id: Some("us.anthropic.claude-haiku-4-5-20251001-v1:0".into()),
+            prompt_version: "0123456789ab".into(),
+            input_tokens: 812,
+            output_tokens: 2,
+            cost_usd: Some(0.000822),
+            pages: Some(3),
+            text_chars: Some(5000),
+            classified_at: "2026-11-25T10:00:00.5Z".parse().unwrap(),
+            source: Source::Backfill,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn item_has_the_contract_types_and_roundtrips() {
+        let record = sample();
+        let item = record.to_item().unwrap();
+        let map: std::collections::HashMap<String, AttributeValue> = item.clone().into();
+        assert_eq!(map["uri"], AttributeValue::S("s3://b/a b.pdf".into()));
+        assert_eq!(map["status"], AttributeValue::S("labeled".into()));
+        assert_eq!(map["size_bytes"], AttributeValue::N("1234".into()));
+        assert_eq!(map["classified_at"], AttributeValue::S("2026-11-25T10:00:00.500Z".into()));
+        assert_eq!(map["last_modified"], AttributeValue::S("2026-11-24T08:00:00.000Z".into()));
+        assert_eq!(map["source"], AttributeValue::S("backfill".into()));
+        assert!(!map.contains_key("failure") && !map.contains_key("version_id"));
+        assert_eq!(LabelRecord::from_item(item).unwrap(), record);
+    }
+
+    #[test]
+    fn failed_record_roundtrips_and_unknown_codes_survive() {
+        let mut record = sample();
+        record.status = Status::Failed;
+        record.label = None;
+        record.failure = Some(FailureReason::NoText);
+        record.detail = Some("The PDF has no text layer.".into());
+        let item = record.to_item().unwrap();
+        let map: std::collections::HashMap<String, AttributeValue> = item.clone().into();
+        assert_eq!(map["failure"], AttributeValue::S("no_text".into()));
+        assert_eq!(LabelRecord::from_item(item).unwrap(), record);
+        assert_eq!(FailureReason::from("quota".to_string()), FailureReason::Other("quota".into()));
+    }
+
+    #[test]
+    fn reading_an_item_without_required_attributes_fails() {
+        let mut map: std::collections::HashMap<String, AttributeValue> = sample().to_item().unwrap().into();
+        map.remove("status");
+        assert!(LabelRecord::from_item(map).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Command-line and environment configuration. Every flag has a `DOCSORT_*` variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default model: the Claude Haiku 4.5 cross-region inference profile.
+pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+
+/// docsort worker: sorts PDFs from S3 into categories with a cheap Bedrock model
+/// and writes one label per document to DynamoDB.
+///
+/// AWS region, credentials and endpoints come from the standard AWS chain
+/// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...).
+#[derive(Debug, Parser)]
+#[command(name = "docsort-worker", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: `pretty` for people, `json` for log pipelines.
+    #[arg(long, env = "DOCSORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The worker's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pool: receive jobs from the queue until SIGTERM or ctrl-c.
+    Run(RunConfig),
+    /// Extract text from local PDF files and print it with the outcome (for debugging a label).
+    Extract(ExtractArgs),
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which classifier answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassifierKind {
+    /// Amazon Bedrock Converse with `--model-id`.
+    Bedrock,
+}
+
+/// How documents are classified; shared by every command that classifies.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierConfig {
+    /// Which classifier answers.
+    #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum, default_value_t = ClassifierKind::Bedrock)]
+    pub classifier: ClassifierKind,
+    /// Bedrock model or inference profile id (any Converse model works).
+    #[arg(long, env = "DOCSORT_MODEL_ID", default_value = DEFAULT_MODEL_ID)]
+    pub model_id: String,
+    /// TOML file with `[[category]]` name/description entries replacing the 8 default categories.
+    #[arg(long, env = "DOCSORT_TAXONOMY")]
+    pub taxonomy: Option<PathBuf>,
+    /// Characters of document text sent to the model (the first pages decide; input tokens are the cost).
+    #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub max_text_chars: u32,
+    /// Output token cap per model call (the answer is one word).
+    #[arg(long, env = "DOCSORT_MAX_TOKENS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub max_tokens: i32,
+    /// Seconds one model call attempt may take before it is retried.
+    #[arg(long, env = "DOCSORT_MODEL_TIMEOUT_SECS", default_value_t = 30)]
+    pub model_timeout_secs: u64,
+}
+
+impl ClassifierConfig {
+    /// The per-attempt model call timeout.
+    pub fn model_timeout(&self) -> Duration {
+        Duration::from_secs(self.model_timeout_secs)
+    }
+}
+
+/// Limits applied to each document.
+#[derive(Debug, Clone, Args)]
+pub struct DocumentLimits {
+    /// Largest object downloaded, in bytes; larger ones are recorded `failed/too_large` unread.
+    #[arg(long, env = "DOCSORT_MAX_OBJECT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_object_bytes: u64,
+    /// Seconds text extraction of one document may take before it is recorded `failed/timeout`.
+    #[arg(long, env = "DOCSORT_EXTRACT_TIMEOUT_SECS", default_value_t = 30)]
+    pub extract_timeout_secs: u64,
+}
+
+/// `docsort-worker run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunConfig {
+    /// URL of the SQS work queue.
+    #[arg(long, env = "DOCSORT_QUEUE_URL")]
+    pub queue_url: String,
+    /// Name of the DynamoDB labels table.
+    #[arg(long, env = "DOCSORT_TABLE")]
+    pub table: String,
+    /// Documents processed at once by this process.
+    #[arg(long, env = "DOCSORT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Long-poll wait of each receive, in seconds (0-20).
+    #[arg(long, env = "DOCSORT_WAIT_TIME_SECS", default_value_t = 20, value_parser = clap::value_parser!(i32).range(0..=20))]
+    pub wait_time_secs: i32,
+    /// Visibility timeout set on each received message, in seconds; renewed at
+    /// half this period while the document is worked on.
+    #[arg(long, env = "DOCSORT_VISIBILITY_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(i32).range(10..=43200))]
+    pub visibility_timeout_secs: i32,
+    /// Seconds to finish in-flight documents after SIGTERM before exiting anyway
+    /// (unfinished messages return to the queue).
+    #[arg(long, env = "DOCSORT_SHUTDOWN_GRACE_SECS", default_value_t = 90)]
+    pub shutdown_grace_secs: u64,
+    /// Classification settings.
+    #[command(flatten)]
+    pub classifier: ClassifierConfig,
+    /// Per-document limits.
+    #[command(flatten)]
+    pub limits: DocumentLimits,
+}
+
+/// `docsort-worker extract`.
+#[derive(Debug, Clone, Args)]
+pub struct ExtractArgs {
+    /// PDF files to extract.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Characters to extract per document (0 = the whole document).
+    #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 0)]
+    pub max_text_chars: u32,
+}

@@ -1,0 +1,18 @@
+//! docsort's worker: takes S3 keys from SQS, extracts PDF text, asks a Bedrock
+//! model for one category and writes the label to the DynamoDB labels table.
+//!
+//! `main.rs` only parses [`config`], sets up logging, builds the AWS clients once
+//! and calls [`pool::run`]. Tests call the same functions with their own clients
+//! and a [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
+
+pub mod aws;
+pub mod classify;
+pub mod config;
+pub mod extract;
+pub mod fetch;
+pub mod message;
+pub mod metrics;
+pub mod pool;
+pub mod pricing;
+pub mod shutdown;
+pub mod store;

@@ -1,0 +1,260 @@
+//! What the worker does with one queue message: parse it, process each job,
+//! write the outcome, and decide whether the message is deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use docsort_schema::{Delivery, FailureReason, Job, LabelRecord, Status};
+
+use crate::classify::{BedrockClassifier, ClassifyError};
+use crate::config::DocumentLimits;
+use crate::extract::extract_bounded;
+use crate::fetch::{fetch, normalise_etag, FetchError, ObjectMeta};
+use crate::metrics::Metrics;
+use crate::pricing::{price_for, Price};
+use crate::store::{LabelStore, StoreError, Written};
+
+/// Whether a message is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every job in it has its final record (or needed none): delete it.
+    Delete,
+    /// Leave it: it is redelivered after the visibility timeout, or reaches the DLQ.
+    Leave,
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Labeled now.
+    Labeled(String),
+    /// Recorded as `failed/<reason>`.
+    Failed(FailureReason),
+    /// This object was already labeled with this prompt: no model call, no write.
+    AlreadyLabeled,
+    /// A newer object version's record is already stored.
+    Superseded,
+}
+
+/// A problem that is not the document's fault: the message is left for redelivery.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+}
+
+/// Everything needed to process a job; one per process, shared by the pool.
+#[derive(Debug)]
+pub struct Worker {
+    s3: aws_sdk_s3::Client,
+    store: LabelStore,
+    classifier: BedrockClassifier,
+    limits: DocumentLimits,
+    price: Option<Price>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// A worker that reads with `s3`, writes to `store` and asks `classifier`.
+    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: BedrockClassifier, limits: DocumentLimits) -> Self {
+        let price = price_for(classifier.model_id());
+        if price.is_none() {
+            tracing::warn!(model_id = classifier.model_id(), "no price known for this model: records will have no cost_usd");
+        }
+        Worker { s3, store, classifier, limits, price, metrics: Arc::default() }
+    }
+
+    /// The run's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Processes one message body and says whether to delete the message.
+    pub async fn handle(&self, message_id: &str, body: &str, receive_count: u32) -> Disposition {
+        let jobs = match Delivery::parse(body) {
+            Ok(Delivery::Jobs(jobs)) => jobs,
+            Ok(Delivery::Ignore(why)) => {
+                Metrics::inc(&self.metrics.ignored);
+                tracing::info!(message_id, reason = %why, "message acknowledged, nothing to classify");
+                return Disposition::Delete;
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.rejected);
+                tracing::warn!(
+                    message_id, receive_count, error = %e,
+                    "message body is not a docsort message; leaving it for the DLQ"
+                );
+                return Disposition::Leave;
+            }
+        };
+        let mut disposition = Disposition::Delete;
+        for job in &jobs {
+            let uri = job.uri();
+            match self.process(job).await {
+                Ok(outcome) => self.log_outcome(message_id, &uri, &outcome),
+                Err(e) => {
+                    Metrics::inc(&self.metrics.retried);
+                    tracing::warn!(message_id, %uri, receive_count, error = &e as &dyn std::error::Error, "transient failure; message left for redelivery");
+                    disposition = Disposition::Leave;
+                }
+            }
+        }
+        disposition
+    }
+
+    fn log_outcome(&self, message_id: &str, uri: &str, outcome: &JobOutcome) {
+        match outcome {
+            JobOutcome::Labeled(label) => {
+                Metrics::inc(&self.metrics.labeled);
+                tracing::info!(message_id, uri, label = %label, "labeled");
+            }
+            JobOutcome::Failed(reason) => {
+                Metrics::inc(&self.metrics.failed);
+                tracing::info!(message_id, uri, reason = %reason, "failed");
+            }
+            JobOutcome::AlreadyLabeled => {
+                Metrics::inc(&self.metrics.skipped);
+                tracing::info!(message_id, uri, "already labeled; no model call");
+            }
+            JobOutcome::Superseded => {
+                Metrics::inc(&self.metrics.superseded);
+                tracing::info!(message_id, uri, "a newer object version is already recorded");
+            }
+        }
+    }
+
+    /// Processes one job to its final record.
+    pub async fn process(&self, job: &Job) -> Result<JobOutcome, JobError> {
+        let prompt_version = self.classifier.prompt().version();
+        let existing = self.store.get(&job.uri()).await?;
+        let done = |etag: Option<&str>| {
+            existing.as_ref().is_some_and(|r| {
+                r.status == Status::Labeled && r.prompt_version == prompt_version && etag.is_some() && r.etag.as_deref() == etag
+            })
+        };
+        if done(job.etag.as_deref().map(normalise_etag).as_deref()) {
+            return Ok(JobOutcome::AlreadyLabeled);
+        }
+        let fetched = match fetch(&self.s3, job, self.limits.max_object_bytes).await {
+            Ok(f) => f,
+            Err(FetchError::NotFound) => {
+                let detail = "The object does not exist (deleted, or never written).";
+                return self.write_failure(job, &ObjectMeta::default(), FailureReason::NotFound, detail, None, existing.as_ref()).await;
+            }
+            Err(FetchError::TooLarge { size, cap, meta }) => {
+                let detail = format!("The object is {size} bytes, over the worker's {cap}-byte cap.");
+                return self.write_failure(job, &meta, FailureReason::TooLarge, &detail, None, existing.as_ref()).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = fetched.meta;
+        if done(meta.etag.as_deref()) {
+            return Ok(JobOutcome::AlreadyLabeled);
+        }
+        if let (Some(stored), Some(ours)) = (existing.as_ref().and_then(|r| r.last_modified), meta.last_modified) {
+            if stored > ours {
+                return Ok(JobOutcome::Superseded);
+            }
+        }
+        let timeout = Duration::from_secs(self.limits.extract_timeout_secs);
+        let budget = self.classifier.max_text_chars();
+        let extracted = match extract_bounded(fetched.bytes, budget, timeout).await {
+            Ok(x) => x,
+            Err(e) => {
+                let detail = sentence(&e.to_string());
+                return self.write_failure(job, &meta, e.reason(), &detail, e.pages(), existing.as_ref()).await;
+            }
+        };
+        let answer = self.classifier.classify(&extracted.text).await?;
+        Metrics::add(&self.metrics.model_calls, u64::from(answer.calls));
+        Metrics::add(&self.metrics.input_tokens, answer.input_tokens);
+        Metrics::add(&self.metrics.output_tokens, answer.output_tokens);
+        let mut record = self.base_record(job, &meta, existing.as_ref(), true);
+        record.model_id = Some(self.classifier.model_id().to_owned());
+        record.input_tokens = answer.input_tokens;
+        record.output_tokens = answer.output_tokens;
+        record.cost_usd = self.price.map(|p| p.cost(answer.input_tokens, answer.output_tokens));
+        record.pages = Some(extracted.pages);
+        record.text_chars = Some(extracted.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
+        let outcome = match answer.label {
+            Ok(label) => {
+                record.label = Some(label.clone());
+                JobOutcome::Labeled(label)
+            }
+            Err(e) => {
+                record.status = Status::Failed;
+                record.failure = Some(FailureReason::UnparseableAnswer);
+                record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
+                JobOutcome::Failed(FailureReason::UnparseableAnswer)
+            }
+        };
+        Ok(match self.store.put(&record).await? {
+            Written::Stored => outcome,
+            Written::Superseded => JobOutcome::Superseded,
+        })
+    }
+
+    async fn write_failure(
+        &self,
+        job: &Job,
+        meta: &ObjectMeta,
+        reason: FailureReason,
+        detail: &str,
+        pages: Option<u32>,
+        existing: Option<&LabelRecord>,
+    ) -> Result<JobOutcome, JobError> {
+        let mut record = self.base_record(job, meta, existing, false);
+        record.status = Status::Failed;
+        record.failure = Some(reason.clone());
+        record.detail = Some(detail.to_owned());
+        record.pages = pages;
+        Ok(match self.store.put(&record).await? {
+            Written::Stored => JobOutcome::Failed(reason),
+            Written::Superseded => JobOutcome::Superseded,
+        })
+    }
+
+    fn base_record(&self, job: &Job, meta: &ObjectMeta, existing: Option<&LabelRecord>, reached_model: bool) -> LabelRecord {
+        let same_object = existing.filter(|r| r.etag.is_some() && r.etag == meta.etag);
+        let attempts = same_object.map_or(0, |r| r.attempts) + u32::from(reached_model);
+        LabelRecord {
+            uri: job.uri(),
+            bucket: job.bucket.clone(),
+            key: job.key.clone(),
+            version_id: meta.version_id.clone(),
+            etag: meta.etag.clone(),
+            size_bytes: meta.size,
+            last_modified: meta.last_modified,
+            status: Status::Labeled,
+            label: None,
+            failure: None,
+            detail: None,
+            model_id: None,
+            prompt_version: self.classifier.prompt().version().to_owned(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: None,
+            pages: None,
+            text_chars: None,
+            classified_at: Utc::now(),
+            source: job.source,
+            attempts,
+        }
+    }
+}
+
+/// "the PDF is x" -> "The PDF is x."
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}

@@ -1,0 +1,219 @@
+//! The pool: long-poll receive, bounded concurrency, visibility heartbeat,
+//! batched deletes, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use rand::Rng;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::message::{Disposition, Worker};
+use crate::metrics::Summary;
+
+/// How the pool talks to its queue.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The work queue.
+    pub queue_url: String,
+    /// Messages processed at once.
+    pub concurrency: usize,
+    /// Long-poll wait per receive (0-20 s).
+    pub wait_time_secs: i32,
+    /// Visibility timeout set on receive and renewed while a message is worked on.
+    pub visibility_timeout_secs: i32,
+    /// Time to finish in-flight work after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+/// The pool cannot run at all (not a transient error).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot receive from queue {queue_url}: {code}")]
+    Queue {
+        queue_url: String,
+        code: String,
+        #[source]
+        source: Box<SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>>,
+    },
+}
+
+/// Receives and processes messages until `shutdown` is cancelled, then finishes
+/// in-flight work (up to the grace period) and returns the run's counts.
+pub async fn run(
+    worker: Arc<Worker>,
+    sqs: aws_sdk_sqs::Client,
+    config: PoolConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, PoolError> {
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = JoinSet::new();
+    let (done_tx, done_rx) = mpsc::channel::<String>(config.concurrency * 2 + 10);
+    let deleter = tokio::spawn(delete_finished(sqs.clone(), config.queue_url.clone(), done_rx));
+    let mut failures = 0u32;
+    tracing::info!(queue_url = %config.queue_url, concurrency = config.concurrency, "worker pool started");
+
+    let result = loop {
+        while let Some(joined) = tasks.try_join_next() {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a message task panicked; its message will be redelivered");
+            }
+        }
+        // Receive only as many messages as there are free slots.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while permits.len() < 10 {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let receive = sqs
+            .receive_message()
+            .queue_url(&config.queue_url)
+            .max_number_of_messages(permits.len() as i32)
+            .wait_time_seconds(config.wait_time_secs)
+            .visibility_timeout(config.visibility_timeout_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send();
+        // A receive cut short by shutdown may have handed out messages: they
+        // reappear after the visibility timeout. Nothing is lost.
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            r = receive => r,
+        };
+        let messages = match received {
+            Ok(out) => {
+                failures = 0;
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                let code = e.code().unwrap_or("").to_owned();
+                if is_fatal_queue_error(&code) {
+                    break Err(PoolError::Queue { queue_url: config.queue_url.clone(), code, source: Box::new(e) });
+                }
+                failures += 1;
+                let delay = backoff(failures);
+                tracing::warn!(error = &e as &dyn std::error::Error, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        for (message, permit) in messages.into_iter().zip(permits) {
+            let worker = worker.clone();
+            let sqs = sqs.clone();
+            let done = done_tx.clone();
+            let config = config.clone();
+            tasks.spawn(async move {
+                let _slot = permit;
+                let Some(handle) = message.receipt_handle.clone() else { return };
+                let work = process(&worker, &message);
+                let disposition = tokio::select! {
+                    d = work => d,
+                    () = heartbeat(&sqs, &config, &handle) => Disposition::Leave,
+                };
+                if disposition == Disposition::Delete {
+                    // The deleter only stops after every task has ended.
+                    let _ = done.send(handle).await;
+                }
+            });
+        }
+    };
+
+    tracing::info!(in_flight = tasks.len(), "receiving stopped; finishing in-flight messages");
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a message task panicked; its message will be redelivered");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(abandoned = tasks.len(), "grace period over; unfinished messages return to the queue");
+        tasks.shutdown().await;
+    }
+    drop(done_tx);
+    if let Err(e) = deleter.await {
+        tracing::error!(error = %e, "the delete task panicked");
+    }
+    let summary = worker.metrics().snapshot();
+    tracing::info!(?summary, "worker pool stopped");
+    result.map(|()| summary)
+}
+
+async fn process(worker: &Worker, message: &Message) -> Disposition {
+    let id = message.message_id().unwrap_or("?");
+    let receive_count = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    worker.handle(id, message.body().unwrap_or(""), receive_count).await
+}
+
+/// Extends the message's visibility at half the timeout, for as long as the
+/// work runs (this future is dropped when the work ends). Returns only if the
+/// message can no longer be extended (e.g. its receipt handle expired).
+async fn heartbeat(sqs: &aws_sdk_sqs::Client, config: &PoolConfig, handle: &str) {
+    let period = Duration::from_secs((config.visibility_timeout_secs.max(2) / 2) as u64);
+    loop {
+        tokio::time::sleep(period).await;
+        let extended = sqs
+            .change_message_visibility()
+            .queue_url(&config.queue_url)
+            .receipt_handle(handle)
+            .visibility_timeout(config.visibility_timeout_secs)
+            .send()
+            .await;
+        match extended {
+            Ok(_) => tracing::debug!("visibility extended"),
+            Err(e) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "cannot extend visibility; abandoning the message to its redelivery");
+                return;
+            }
+        }
+    }
+}
+
+/// Deletes finished messages in batches of up to 10.
+async fn delete_finished(sqs: aws_sdk_sqs::Client, queue_url: String, mut done: mpsc::Receiver<String>) {
+    let mut batch = Vec::with_capacity(10);
+    while done.recv_many(&mut batch, 10).await > 0 {
+        let entries = batch
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build().ok()
+            })
+            .collect::<Vec<_>>();
+        match sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
+            Ok(out) => {
+                for failed in out.failed() {
+                    tracing::warn!(code = failed.code(), message = failed.message(), "delete failed; the message will be redelivered and found done");
+                }
+            }
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "delete batch failed; the messages will be redelivered and found done"),
+        }
+    }
+}
+
+fn is_fatal_queue_error(code: &str) -> bool {
+    matches!(
+        code,
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" | "AccessDenied" | "AccessDeniedException" | "InvalidAddress"
+    )
+}
+
+fn backoff(failures: u32) -> Duration {
+    let cap = 200u64.saturating_mul(1 << failures.min(7)).min(20_000);
+    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
+}
