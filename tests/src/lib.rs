@@ -1,1 +1,13 @@
+//! Test tooling for docsort's end-to-end tests: local AWS stand-ins and helpers.
+//!
+//! - [`moto`]: moto in server mode (S3, SQS, DynamoDB, CloudFormation), started
+//!   once per test process on a free loopback port and stopped with it;
+//! - [`bedrock`]: the project's own Converse-compatible stand-in, scripted per test;
+//! - [`env`]: per-test AWS resources with unique names, clients, and an in-process worker;
+//! - [`wait`]: deadline-bounded polling.
 
+pub mod bedrock;
+pub mod corpus;
+pub mod env;
+pub mod moto;
+pub mod wait;

@@ -23,17 +23,23 @@ impl Clients {
     /// SDK's adaptive retry mode: its client-side rate limiter is shared by every
     /// task in the pool, so throttling slows the whole pool down.
     pub fn new(config: &SdkConfig, model_timeout: Duration) -> Self {
-        let bedrock = aws_sdk_bedrockruntime::config::Builder::from(config)
-            .retry_config(RetryConfig::adaptive().with_max_attempts(6).with_max_backoff(Duration::from_secs(20)))
-            .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(model_timeout).build())
-            .build();
         Clients {
             s3: s3_client(config),
             sqs: aws_sdk_sqs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
-            bedrock: aws_sdk_bedrockruntime::Client::from_conf(bedrock),
+            bedrock: bedrock_client(config, model_timeout),
         }
     }
+}
+
+/// A Bedrock Runtime client in adaptive retry mode (client-side rate limiting
+/// shared by everything using this client), with a per-attempt timeout.
+pub fn bedrock_client(config: &SdkConfig, attempt_timeout: Duration) -> aws_sdk_bedrockruntime::Client {
+    let conf = aws_sdk_bedrockruntime::config::Builder::from(config)
+        .retry_config(RetryConfig::adaptive().with_max_attempts(6).with_max_backoff(Duration::from_secs(20)))
+        .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(attempt_timeout).build())
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(conf)
 }
 
 /// An S3 client; with a custom endpoint (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`,

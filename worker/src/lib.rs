@@ -14,5 +14,6 @@ pub mod message;
 pub mod metrics;
 pub mod pool;
 pub mod pricing;
+pub mod samples;
 pub mod shutdown;
 pub mod store;

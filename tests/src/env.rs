@@ -1,0 +1,235 @@
+//! Per-test AWS resources on moto (uniquely named bucket, queue + DLQ, labels
+//! table), a Bedrock stand-in, and the worker pool running in-process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use docsort_schema::{LabelRecord, Prompt, Taxonomy};
+use docsort_worker::aws::{bedrock_client, s3_client};
+use docsort_worker::classify::BedrockClassifier;
+use docsort_worker::config::DocumentLimits;
+use docsort_worker::message::Worker;
+use docsort_worker::metrics::Summary;
+use docsort_worker::pool::{self, PoolConfig, PoolError};
+use docsort_worker::store::LabelStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::bedrock::{Call, Reply, StandIn};
+
+/// The model id the tests' worker asks for (has a known price).
+pub const MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+
+/// An AWS config pointing at `endpoint` with dummy credentials.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "docsort-tests"))
+        .load()
+        .await
+}
+
+/// A unique lowercase name for this test's resources.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One test's world.
+pub struct TestEnv {
+    /// moto's config (S3, SQS, DynamoDB).
+    pub sdk: SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub bucket: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub table: String,
+    /// The Bedrock stand-in.
+    pub bedrock: StandIn,
+}
+
+/// Creates the labels table as infra/ defines it: key `uri`, GSI `label-index`.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
+    let attr = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("attribute")
+    };
+    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("uri"))
+        .attribute_definitions(attr("label"))
+        .attribute_definitions(attr("classified_at"))
+        .key_schema(key("uri", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(docsort_schema::record::LABEL_INDEX)
+                .key_schema(key("label", KeyType::Hash))
+                .key_schema(key("classified_at", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .expect("gsi"),
+        )
+        .send()
+        .await
+        .expect("create table");
+}
+
+impl TestEnv {
+    /// New resources named after `name`, and a stand-in replying by `script`.
+    /// The queue redrives to its DLQ after 3 receives.
+    pub async fn new(name: &str, script: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> TestEnv {
+        let moto = crate::moto::shared();
+        let sdk = sdk_config(&moto.endpoint).await;
+        let s3 = s3_client(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let base = unique(name);
+        s3.create_bucket().bucket(&base).send().await.expect("create bucket");
+        let dlq_url = sqs.create_queue().queue_name(format!("{base}-dlq")).send().await.expect("create dlq").queue_url.expect("dlq url");
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&base)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .attributes(QueueAttributeName::VisibilityTimeout, "30")
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        create_table(&dynamodb, &base).await;
+        let bedrock = StandIn::start(script).await;
+        TestEnv { sdk, s3, sqs, dynamodb, bucket: base.clone(), queue_url, dlq_url, table: base, bedrock }
+    }
+
+    /// Uploads `bytes` under `key`.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.s3.put_object().bucket(&self.bucket).key(key).body(bytes.into()).send().await.expect("put object");
+    }
+
+    /// The record for `key`, if any.
+    pub async fn item(&self, key: &str) -> Option<LabelRecord> {
+        LabelStore::new(self.dynamodb.clone(), self.table.clone())
+            .get(&docsort_schema::record::uri(&self.bucket, key))
+            .await
+            .expect("get item")
+    }
+
+    /// Every record in the table, by key.
+    pub async fn items(&self) -> HashMap<String, LabelRecord> {
+        let mut out = HashMap::new();
+        let mut pages = self.dynamodb.scan().table_name(&self.table).into_paginator().items().send();
+        while let Some(item) = pages.next().await {
+            let record = LabelRecord::from_item(item.expect("scan")).expect("valid record");
+            out.insert(record.key.clone(), record);
+        }
+        out
+    }
+
+    /// (visible, in flight) messages on a queue.
+    pub async fn depth(&self, queue_url: &str) -> (u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let get = |name| out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (get(QueueAttributeName::ApproximateNumberOfMessages), get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Sends a raw body to the work queue.
+    pub async fn send(&self, body: &str) {
+        self.sqs.send_message().queue_url(&self.queue_url).message_body(body).send().await.expect("send message");
+    }
+
+    /// Starts the worker pool in this process with the tests' defaults.
+    pub async fn start_worker(&self) -> RunningWorker {
+        self.start_worker_with(|_| {}).await
+    }
+
+    /// Starts the worker pool after `tweak` adjusts its settings.
+    pub async fn start_worker_with(&self, tweak: impl FnOnce(&mut WorkerSettings)) -> RunningWorker {
+        let mut settings = WorkerSettings {
+            concurrency: 4,
+            max_text_chars: 2000,
+            limits: DocumentLimits { max_object_bytes: 32 * 1024 * 1024, extract_timeout_secs: 20 },
+            visibility_timeout_secs: 30,
+            taxonomy: Taxonomy::default(),
+        };
+        tweak(&mut settings);
+        let bedrock_sdk = sdk_config(&self.bedrock.endpoint).await;
+        let classifier = BedrockClassifier::new(
+            bedrock_client(&bedrock_sdk, Duration::from_secs(10)),
+            MODEL_ID.to_owned(),
+            Arc::new(Prompt::new(settings.taxonomy)),
+            settings.max_text_chars,
+            8,
+        );
+        let store = LabelStore::new(self.dynamodb.clone(), self.table.clone());
+        let worker = Arc::new(Worker::new(self.s3.clone(), store, classifier, settings.limits));
+        let config = PoolConfig {
+            queue_url: self.queue_url.clone(),
+            concurrency: settings.concurrency,
+            wait_time_secs: 1,
+            visibility_timeout_secs: settings.visibility_timeout_secs,
+            shutdown_grace: Duration::from_secs(30),
+        };
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(pool::run(worker, self.sqs.clone(), config, token.clone()));
+        RunningWorker { token, handle }
+    }
+}
+
+/// Settings of an in-process worker.
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub max_text_chars: usize,
+    pub limits: DocumentLimits,
+    pub visibility_timeout_secs: i32,
+    pub taxonomy: Taxonomy,
+}
+
+/// A worker pool running in this process.
+pub struct RunningWorker {
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<Summary, PoolError>>,
+}
+
+impl RunningWorker {
+    /// Requests shutdown (as SIGTERM does) and returns the run's counts.
+    pub async fn stop(self) -> Summary {
+        self.token.cancel();
+        self.handle.await.expect("pool task").expect("pool ran")
+    }
+}
+
+/// The ARN of a queue.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("queue arn")
+}
