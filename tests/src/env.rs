@@ -2,9 +2,8 @@
 //! table), a Bedrock stand-in, and the worker pool running in-process.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
@@ -12,14 +11,13 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use docsort_schema::{LabelRecord, Prompt, Taxonomy};
-use docsort_worker::aws::{bedrock_client, s3_client};
-use docsort_worker::classify::BedrockClassifier;
-use docsort_worker::config::DocumentLimits;
-use docsort_worker::message::Worker;
+use clap::Parser;
+use docsort_schema::LabelRecord;
+use docsort_worker::aws::{bedrock_client, s3_client, Clients};
+use docsort_worker::config::{Cli, Command};
 use docsort_worker::metrics::Summary;
-use docsort_worker::pool::{self, PoolConfig, PoolError};
-use docsort_worker::store::LabelStore;
+use docsort_worker::service::{self, RunError};
+use docsort_worker::store::{LabelStore, LEASE_PREFIX};
 use tokio_util::sync::CancellationToken;
 
 use crate::bedrock::{Call, Reply, StandIn};
@@ -128,15 +126,25 @@ impl TestEnv {
             .expect("get item")
     }
 
-    /// Every record in the table, by key.
+    /// Every record in the table, by key (leases excluded; see [`TestEnv::leases`]).
     pub async fn items(&self) -> HashMap<String, LabelRecord> {
         let mut out = HashMap::new();
         let mut pages = self.dynamodb.scan().table_name(&self.table).into_paginator().items().send();
         while let Some(item) = pages.next().await {
-            let record = LabelRecord::from_item(item.expect("scan")).expect("valid record");
+            let item = item.expect("scan");
+            if item.get("uri").and_then(|u| u.as_s().ok()).is_some_and(|u| u.starts_with(LEASE_PREFIX)) {
+                continue;
+            }
+            let record = LabelRecord::from_item(item).expect("valid record");
             out.insert(record.key.clone(), record);
         }
         out
+    }
+
+    /// How many lease items are in the table.
+    pub async fn leases(&self) -> usize {
+        let out = self.dynamodb.scan().table_name(&self.table).send().await.expect("scan");
+        out.items().iter().filter(|i| i.get("uri").and_then(|u| u.as_s().ok()).is_some_and(|u| u.starts_with(LEASE_PREFIX))).count()
     }
 
     /// (visible, in flight) messages on a queue.
@@ -161,55 +169,80 @@ impl TestEnv {
 
     /// Starts the worker pool in this process with the tests' defaults.
     pub async fn start_worker(&self) -> RunningWorker {
-        self.start_worker_with(|_| {}).await
+        self.start_worker_with(&[]).await
     }
 
-    /// Starts the worker pool after `tweak` adjusts its settings.
-    pub async fn start_worker_with(&self, tweak: impl FnOnce(&mut WorkerSettings)) -> RunningWorker {
-        let mut settings = WorkerSettings {
-            concurrency: 4,
-            max_text_chars: 2000,
-            limits: DocumentLimits { max_object_bytes: 32 * 1024 * 1024, extract_timeout_secs: 20 },
-            visibility_timeout_secs: 30,
-            taxonomy: Taxonomy::default(),
-        };
-        tweak(&mut settings);
+    /// The `docsort-worker run` arguments the tests use, then `extra` (later flags win).
+    pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--queue-url", &self.queue_url, "--table", &self.table, "--model-id", MODEL_ID,
+            "--concurrency", "4", "--wait-time-secs", "1", "--visibility-timeout-secs", "30",
+            "--shutdown-grace-secs", "30", "--model-timeout-secs", "10",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    }
+
+    /// Starts the worker pool in this process, as `docsort-worker run` with
+    /// [`TestEnv::run_args`] plus `extra`. Extraction runs in child processes
+    /// of the built `docsort-worker` binary, as in production.
+    pub async fn start_worker_with(&self, extra: &[&str]) -> RunningWorker {
+        let mut argv = vec!["docsort-worker".to_owned(), "run".to_owned()];
+        argv.extend(self.run_args(extra));
+        argv.extend(["--extractor-exe".to_owned(), worker_exe().display().to_string()]);
+        let cli = Cli::try_parse_from(argv).expect("valid worker arguments");
+        let Command::Run(config) = cli.command else { unreachable!("run was given") };
         let bedrock_sdk = sdk_config(&self.bedrock.endpoint).await;
-        let classifier = BedrockClassifier::new(
-            bedrock_client(&bedrock_sdk, Duration::from_secs(10)),
-            MODEL_ID.to_owned(),
-            Arc::new(Prompt::new(settings.taxonomy)),
-            settings.max_text_chars,
-            8,
-        );
-        let store = LabelStore::new(self.dynamodb.clone(), self.table.clone());
-        let worker = Arc::new(Worker::new(self.s3.clone(), store, classifier, settings.limits));
-        let config = PoolConfig {
-            queue_url: self.queue_url.clone(),
-            concurrency: settings.concurrency,
-            wait_time_secs: 1,
-            visibility_timeout_secs: settings.visibility_timeout_secs,
-            shutdown_grace: Duration::from_secs(30),
+        let clients = Clients {
+            s3: self.s3.clone(),
+            sqs: self.sqs.clone(),
+            dynamodb: self.dynamodb.clone(),
+            bedrock: bedrock_client(&bedrock_sdk, config.classifier.model_timeout()),
         };
         let token = CancellationToken::new();
-        let handle = tokio::spawn(pool::run(worker, self.sqs.clone(), config, token.clone()));
+        let handle = tokio::spawn(service::run(clients, config, token.clone(), Box::new(std::io::sink())));
         RunningWorker { token, handle }
+    }
+
+    /// Environment for a `docsort-worker` or `docsort-producer` child process:
+    /// moto for S3/SQS/DynamoDB, the stand-in for Bedrock Runtime.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let moto = &crate::moto::shared().endpoint;
+        [
+            ("AWS_ENDPOINT_URL", moto.as_str()),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.bedrock.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
     }
 }
 
-/// Settings of an in-process worker.
-pub struct WorkerSettings {
-    pub concurrency: usize,
-    pub max_text_chars: usize,
-    pub limits: DocumentLimits,
-    pub visibility_timeout_secs: i32,
-    pub taxonomy: Taxonomy,
+/// A workspace binary built next to this test executable (`scripts/test` builds them first).
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)", path.display());
+    path
+}
+
+/// The built `docsort-worker`.
+pub fn worker_exe() -> PathBuf {
+    built_binary("docsort-worker")
 }
 
 /// A worker pool running in this process.
 pub struct RunningWorker {
     token: CancellationToken,
-    handle: tokio::task::JoinHandle<Result<Summary, PoolError>>,
+    handle: tokio::task::JoinHandle<Result<Summary, RunError>>,
 }
 
 impl RunningWorker {

@@ -19,9 +19,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Builds the clients from one shared config. The Bedrock client uses the
-    /// SDK's adaptive retry mode: its client-side rate limiter is shared by every
-    /// task in the pool, so throttling slows the whole pool down.
+    /// Builds the clients from one shared config (S3, SQS and DynamoDB keep the
+    /// SDK's standard retries).
     pub fn new(config: &SdkConfig, model_timeout: Duration) -> Self {
         Clients {
             s3: s3_client(config),
@@ -32,11 +31,12 @@ impl Clients {
     }
 }
 
-/// A Bedrock Runtime client in adaptive retry mode (client-side rate limiting
-/// shared by everything using this client), with a per-attempt timeout.
+/// A Bedrock Runtime client that makes one attempt per call, with a timeout:
+/// retries and pacing are the pool's own ([`crate::gate::ModelGate`]), so a
+/// throttle slows every task at once.
 pub fn bedrock_client(config: &SdkConfig, attempt_timeout: Duration) -> aws_sdk_bedrockruntime::Client {
     let conf = aws_sdk_bedrockruntime::config::Builder::from(config)
-        .retry_config(RetryConfig::adaptive().with_max_attempts(6).with_max_backoff(Duration::from_secs(20)))
+        .retry_config(RetryConfig::disabled())
         .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(attempt_timeout).build())
         .build();
     aws_sdk_bedrockruntime::Client::from_conf(conf)

@@ -6,6 +6,7 @@
 //! a second bad answer is `unparseable_answer`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput as ConverseResponse};
@@ -13,6 +14,10 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message, SystemContentBlock,
 };
 use docsort_schema::{AnswerError, Prompt};
+use rand::Rng;
+
+use crate::gate::ModelGate;
+use crate::metrics::Metrics;
 
 /// What the model said about one document.
 #[derive(Debug, Clone)]
@@ -31,8 +36,10 @@ pub struct Classification {
 /// on the queue for redelivery.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
-    #[error("Bedrock Converse failed after the SDK's retries ({kind})")]
+    #[error("Bedrock Converse failed ({kind}) after {attempts} attempt(s)")]
     Model {
+        /// Attempts made.
+        attempts: u32,
         /// Error code, e.g. `ThrottlingException`, or `timeout` / `dispatch`.
         kind: String,
         #[source]
@@ -47,9 +54,35 @@ impl ClassifyError {
     pub fn is_throttling(&self) -> bool {
         matches!(self, ClassifyError::Model { kind, .. } if kind == "ThrottlingException")
     }
+
+    /// Whether retrying later may help (throttling, timeouts, 5xx) rather than a
+    /// configuration problem (unknown model, access denied, invalid request).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClassifyError::Model { kind, .. } if is_retryable(kind))
+    }
+}
+
+/// Error codes worth another attempt: throttling, timeouts, 5xx, connection trouble.
+fn is_retryable(kind: &str) -> bool {
+    matches!(
+        kind,
+        "ThrottlingException"
+            | "ServiceUnavailableException"
+            | "InternalServerException"
+            | "ModelTimeoutException"
+            | "ModelNotReadyException"
+            | "ModelErrorException"
+            | "timeout"
+            | "dispatch"
+            | "response"
+    )
 }
 
 /// A Bedrock classifier: one client, one model, one prompt, shared by the pool.
+///
+/// The client must not retry by itself (see [`crate::aws::bedrock_client`]):
+/// every attempt goes through the pool's [`ModelGate`], with bounded retries
+/// and full-jitter backoff here.
 #[derive(Debug, Clone)]
 pub struct BedrockClassifier {
     client: aws_sdk_bedrockruntime::Client,
@@ -57,18 +90,43 @@ pub struct BedrockClassifier {
     prompt: Arc<Prompt>,
     max_text_chars: usize,
     max_tokens: i32,
+    gate: Arc<ModelGate>,
+    attempts: u32,
+    metrics: Arc<Metrics>,
+}
+
+/// Settings of a [`BedrockClassifier`].
+#[derive(Debug, Clone)]
+pub struct BedrockSettings {
+    /// Model or inference profile id.
+    pub model_id: String,
+    /// Characters of text sent.
+    pub max_text_chars: usize,
+    /// Output token cap.
+    pub max_tokens: i32,
+    /// Attempts per model call (throttles, timeouts, 5xx) before the message is left for redelivery.
+    pub attempts: u32,
 }
 
 impl BedrockClassifier {
-    /// A classifier for `model_id` with `prompt`.
+    /// A classifier for `settings.model_id` with `prompt`, pacing calls through `gate`.
     pub fn new(
         client: aws_sdk_bedrockruntime::Client,
-        model_id: String,
+        settings: BedrockSettings,
         prompt: Arc<Prompt>,
-        max_text_chars: usize,
-        max_tokens: i32,
+        gate: Arc<ModelGate>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        BedrockClassifier { client, model_id, prompt, max_text_chars, max_tokens }
+        BedrockClassifier {
+            client,
+            model_id: settings.model_id,
+            prompt,
+            max_text_chars: settings.max_text_chars,
+            max_tokens: settings.max_tokens,
+            gate,
+            attempts: settings.attempts.max(1),
+            metrics,
+        }
     }
 
     /// The model id recorded with each label.
@@ -91,7 +149,7 @@ impl BedrockClassifier {
         let mut messages = vec![user(self.prompt.user_message(text, self.max_text_chars))?];
         let mut result = Classification { label: Err(AnswerError::Empty), input_tokens: 0, output_tokens: 0, calls: 0 };
         for _ in 0..2 {
-            let response = self.converse(&messages).await?;
+            let response = self.converse_with_retries(&messages).await?;
             result.calls += 1;
             if let Some(usage) = response.usage() {
                 result.input_tokens += u64::try_from(usage.input_tokens()).unwrap_or(0);
@@ -109,7 +167,36 @@ impl BedrockClassifier {
         Ok(result)
     }
 
-    async fn converse(&self, messages: &[Message]) -> Result<ConverseResponse, ClassifyError> {
+    async fn converse_with_retries(&self, messages: &[Message]) -> Result<ConverseResponse, ClassifyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.gate.acquire().await;
+            Metrics::inc(&self.metrics.model_requests);
+            match self.converse(messages).await {
+                Ok(response) => {
+                    let tokens = response.usage().map_or(0, |u| u.total_tokens().max(0) as u64);
+                    self.gate.on_success(tokens);
+                    return Ok(response);
+                }
+                Err((kind, e)) => {
+                    if kind == "ThrottlingException" {
+                        Metrics::inc(&self.metrics.throttles);
+                        self.gate.on_throttle();
+                    }
+                    if !is_retryable(&kind) || attempt >= self.attempts {
+                        return Err(ClassifyError::Model { attempts: attempt, kind, source: Box::new(e) });
+                    }
+                    let cap = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
+                    let delay = Duration::from_millis(rand::rng().random_range(0..=cap));
+                    tracing::debug!(kind = %kind, attempt, delay_ms = delay.as_millis() as u64, "model call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn converse(&self, messages: &[Message]) -> Result<ConverseResponse, (String, SdkError<ConverseError>)> {
         self.client
             .converse()
             .model_id(&self.model_id)
@@ -126,7 +213,7 @@ impl BedrockClassifier {
                     SdkError::ResponseError(_) => "response".to_owned(),
                     _ => "other".to_owned(),
                 };
-                ClassifyError::Model { kind, source: Box::new(e) }
+                (kind, e)
             })
     }
 }

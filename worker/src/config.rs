@@ -31,6 +31,13 @@ pub enum Command {
     Run(RunConfig),
     /// Extract text from local PDF files and print it with the outcome (for debugging a label).
     Extract(ExtractArgs),
+    /// Internal: extract one PDF from standard input and report as JSON (the worker's isolated extraction).
+    #[command(hide = true)]
+    ExtractChild {
+        /// Characters to extract (0 = all).
+        #[arg(long, default_value_t = 0)]
+        max_text_chars: usize,
+    },
 }
 
 /// How logs are written.
@@ -70,6 +77,19 @@ pub struct ClassifierConfig {
     /// Seconds one model call attempt may take before it is retried.
     #[arg(long, env = "DOCSORT_MODEL_TIMEOUT_SECS", default_value_t = 30)]
     pub model_timeout_secs: u64,
+    /// Attempts per model call on throttling, timeouts and 5xx (full-jitter backoff);
+    /// after the last, the message is left for redelivery.
+    #[arg(long, env = "DOCSORT_MODEL_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub model_attempts: u32,
+    /// Ceiling of the pool-wide model request rate, per second (throttles halve the rate, successes raise it back).
+    #[arg(long, env = "DOCSORT_MODEL_MAX_RPS", default_value_t = 20.0)]
+    pub model_max_rps: f64,
+    /// Floor of the pool-wide model request rate during a throttle storm, per second.
+    #[arg(long, env = "DOCSORT_MODEL_MIN_RPS", default_value_t = 0.5)]
+    pub model_min_rps: f64,
+    /// Ceiling on model tokens per minute (input + output) for this process; unset: none.
+    #[arg(long, env = "DOCSORT_MODEL_MAX_TPM")]
+    pub model_max_tpm: Option<u64>,
 }
 
 impl ClassifierConfig {
@@ -88,6 +108,42 @@ pub struct DocumentLimits {
     /// Seconds text extraction of one document may take before it is recorded `failed/timeout`.
     #[arg(long, env = "DOCSORT_EXTRACT_TIMEOUT_SECS", default_value_t = 30)]
     pub extract_timeout_secs: u64,
+    /// Memory ceiling of one document's extraction (child process address space), in MiB;
+    /// a document needing more is recorded `failed/too_large`.
+    #[arg(long, env = "DOCSORT_EXTRACT_MEMORY_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..))]
+    pub extract_memory_mib: u64,
+    /// Where extraction runs: `process` (a child process per document: time and memory caps,
+    /// crashes contained) or `in-process` (no memory ceiling; for debugging).
+    #[arg(long, env = "DOCSORT_EXTRACT_ISOLATION", value_enum, default_value_t = IsolationKind::Process)]
+    pub extract_isolation: IsolationKind,
+    /// The executable run as the extraction child (default: this docsort-worker).
+    #[arg(long, env = "DOCSORT_EXTRACTOR_EXE", hide = true)]
+    pub extractor_exe: Option<PathBuf>,
+}
+
+/// Where extraction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationKind {
+    /// A child process per document.
+    Process,
+    /// This process's blocking thread pool.
+    InProcess,
+}
+
+impl DocumentLimits {
+    /// The isolation these limits ask for.
+    pub fn isolation(&self) -> std::io::Result<crate::extract::Isolation> {
+        Ok(match self.extract_isolation {
+            IsolationKind::InProcess => crate::extract::Isolation::InProcess,
+            IsolationKind::Process => crate::extract::Isolation::Process {
+                exe: match &self.extractor_exe {
+                    Some(exe) => exe.clone(),
+                    None => std::env::current_exe()?,
+                },
+                memory_mib: self.extract_memory_mib,
+            },
+        })
+    }
 }
 
 /// `docsort-worker run`.
@@ -113,6 +169,11 @@ pub struct RunConfig {
     /// (unfinished messages return to the queue).
     #[arg(long, env = "DOCSORT_SHUTDOWN_GRACE_SECS", default_value_t = 90)]
     pub shutdown_grace_secs: u64,
+    /// CloudWatch namespace for Embedded Metric Format lines on stdout (every 60 s:
+    /// ModelCostUsd, ModelThrottles, ModelInputTokens, ModelOutputTokens, DocumentsLabeled,
+    /// DocumentsFailed); unset: no metric lines.
+    #[arg(long, env = "DOCSORT_METRICS_NAMESPACE")]
+    pub metrics_namespace: Option<String>,
     /// Classification settings.
     #[command(flatten)]
     pub classifier: ClassifierConfig,

@@ -2,7 +2,7 @@
 //! model for one category and writes the label to the DynamoDB labels table.
 //!
 //! `main.rs` only parses [`config`], sets up logging, builds the AWS clients once
-//! and calls [`pool::run`]. Tests call the same functions with their own clients
+//! and calls [`service::run`]. Tests call the same functions with their own clients
 //! and a [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
 
 pub mod aws;
@@ -10,10 +10,12 @@ pub mod classify;
 pub mod config;
 pub mod extract;
 pub mod fetch;
+pub mod gate;
 pub mod message;
 pub mod metrics;
 pub mod pool;
 pub mod pricing;
 pub mod samples;
+pub mod service;
 pub mod shutdown;
 pub mod store;

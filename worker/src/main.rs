@@ -1,26 +1,29 @@
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use docsort_schema::{Prompt, Taxonomy};
 use docsort_worker::aws::Clients;
-use docsort_worker::classify::BedrockClassifier;
 use docsort_worker::config::{Cli, Command, ExtractArgs, LogFormat, RunConfig};
-use docsort_worker::message::Worker;
-use docsort_worker::pool::{self, PoolConfig};
-use docsort_worker::store::LabelStore;
-use docsort_worker::{extract, shutdown};
+use docsort_worker::{extract, service, shutdown};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ExtractChild { max_text_chars } = cli.command {
+        // The isolated extraction child: no runtime, no logging, JSON on stdout.
+        return match extract::run_child(max_text_chars) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("extract-child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Run(config) => run(config).await,
+        Command::Run(config) => tokio::runtime::Runtime::new().context("cannot start the async runtime").and_then(|rt| rt.block_on(run(config))),
         Command::Extract(args) => extract_files(&args),
+        Command::ExtractChild { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,30 +46,11 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let taxonomy = Taxonomy::load(config.classifier.taxonomy.as_deref())?;
-    let prompt = Arc::new(Prompt::new(taxonomy));
     let sdk = aws_config::load_from_env().await;
     let clients = Clients::new(&sdk, config.classifier.model_timeout());
-    let classifier = BedrockClassifier::new(
-        clients.bedrock.clone(),
-        config.classifier.model_id.clone(),
-        prompt.clone(),
-        config.classifier.max_text_chars as usize,
-        config.classifier.max_tokens,
-    );
-    tracing::info!(model_id = %config.classifier.model_id, prompt_version = prompt.version(), table = %config.table, "classifier ready");
-    let store = LabelStore::new(clients.dynamodb.clone(), config.table.clone());
-    let worker = Arc::new(Worker::new(clients.s3.clone(), store, classifier, config.limits.clone()));
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone());
-    let pool_config = PoolConfig {
-        queue_url: config.queue_url.clone(),
-        concurrency: config.concurrency as usize,
-        wait_time_secs: config.wait_time_secs,
-        visibility_timeout_secs: config.visibility_timeout_secs,
-        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
-    };
-    pool::run(worker, clients.sqs, pool_config, token).await.context("worker pool stopped with an error")?;
+    service::run(clients, config, token, Box::new(std::io::stdout())).await.context("docsort-worker run stopped")?;
     Ok(())
 }
 

@@ -8,12 +8,11 @@ use chrono::Utc;
 use docsort_schema::{Delivery, FailureReason, Job, LabelRecord, Status};
 
 use crate::classify::{BedrockClassifier, ClassifyError};
-use crate::config::DocumentLimits;
-use crate::extract::extract_bounded;
+use crate::extract::{extract_bounded, Isolation};
 use crate::fetch::{fetch, normalise_etag, FetchError, ObjectMeta};
 use crate::metrics::Metrics;
 use crate::pricing::{price_for, Price};
-use crate::store::{LabelStore, StoreError, Written};
+use crate::store::{LabelStore, Lease, StoreError, Written};
 
 /// Whether a message is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +34,8 @@ pub enum JobOutcome {
     AlreadyLabeled,
     /// A newer object version's record is already stored.
     Superseded,
+    /// Another worker is classifying this object version now: try again later.
+    Deferred,
 }
 
 /// A problem that is not the document's fault: the message is left for redelivery.
@@ -48,25 +49,42 @@ pub enum JobError {
     Classify(#[from] ClassifyError),
 }
 
+/// Per-document bounds of a [`Worker`].
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Largest object downloaded.
+    pub max_object_bytes: u64,
+    /// Wall-time cap of extraction.
+    pub extract_timeout: Duration,
+    /// Where extraction runs (and its memory ceiling).
+    pub isolation: Isolation,
+    /// How long a lease taken before the model call lasts.
+    pub lease_ttl: Duration,
+}
+
 /// Everything needed to process a job; one per process, shared by the pool.
 #[derive(Debug)]
 pub struct Worker {
     s3: aws_sdk_s3::Client,
     store: LabelStore,
     classifier: BedrockClassifier,
-    limits: DocumentLimits,
+    bounds: Bounds,
     price: Option<Price>,
     metrics: Arc<Metrics>,
+    /// Distinguishes this process's leases from other workers'.
+    instance: String,
 }
 
 impl Worker {
-    /// A worker that reads with `s3`, writes to `store` and asks `classifier`.
-    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: BedrockClassifier, limits: DocumentLimits) -> Self {
+    /// A worker that reads with `s3`, writes to `store` and asks `classifier`,
+    /// counting into `metrics`.
+    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: BedrockClassifier, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
         let price = price_for(classifier.model_id());
         if price.is_none() {
             tracing::warn!(model_id = classifier.model_id(), "no price known for this model: records will have no cost_usd");
         }
-        Worker { s3, store, classifier, limits, price, metrics: Arc::default() }
+        let instance = format!("{:016x}", rand::random::<u64>());
+        Worker { s3, store, classifier, bounds, price, metrics, instance }
     }
 
     /// The run's counters.
@@ -95,7 +113,11 @@ impl Worker {
         let mut disposition = Disposition::Delete;
         for job in &jobs {
             let uri = job.uri();
-            match self.process(job).await {
+            match self.process(job, message_id).await {
+                Ok(JobOutcome::Deferred) => {
+                    tracing::info!(message_id, %uri, "another worker is classifying this object; message left for later");
+                    disposition = Disposition::Leave;
+                }
                 Ok(outcome) => self.log_outcome(message_id, &uri, &outcome),
                 Err(e) => {
                     Metrics::inc(&self.metrics.retried);
@@ -125,11 +147,12 @@ impl Worker {
                 Metrics::inc(&self.metrics.superseded);
                 tracing::info!(message_id, uri, "a newer object version is already recorded");
             }
+            JobOutcome::Deferred => {}
         }
     }
 
     /// Processes one job to its final record.
-    pub async fn process(&self, job: &Job) -> Result<JobOutcome, JobError> {
+    pub async fn process(&self, job: &Job, message_id: &str) -> Result<JobOutcome, JobError> {
         let prompt_version = self.classifier.prompt().version();
         let existing = self.store.get(&job.uri()).await?;
         let done = |etag: Option<&str>| {
@@ -140,7 +163,7 @@ impl Worker {
         if done(job.etag.as_deref().map(normalise_etag).as_deref()) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
-        let fetched = match fetch(&self.s3, job, self.limits.max_object_bytes).await {
+        let fetched = match fetch(&self.s3, job, self.bounds.max_object_bytes).await {
             Ok(f) => f,
             Err(FetchError::NotFound) => {
                 let detail = "The object does not exist (deleted, or never written).";
@@ -161,24 +184,48 @@ impl Worker {
                 return Ok(JobOutcome::Superseded);
             }
         }
-        let timeout = Duration::from_secs(self.limits.extract_timeout_secs);
+        let uri = job.uri();
+        let owner = format!("{}/{message_id}", self.instance);
+        let etag = meta.etag.clone().unwrap_or_default();
+        if self.store.acquire_lease(&uri, &etag, &owner, self.bounds.lease_ttl).await? == Lease::HeldElsewhere {
+            return Ok(JobOutcome::Deferred);
+        }
+        let outcome = self.classify_and_store(job, fetched.bytes, &meta, existing.as_ref()).await;
+        if let Err(e) = self.store.release_lease(&uri, &owner).await {
+            tracing::warn!(%uri, error = &e as &dyn std::error::Error, "cannot release lease; it expires by itself");
+        }
+        outcome
+    }
+
+    async fn classify_and_store(
+        &self,
+        job: &Job,
+        bytes: Vec<u8>,
+        meta: &ObjectMeta,
+        existing: Option<&LabelRecord>,
+    ) -> Result<JobOutcome, JobError> {
         let budget = self.classifier.max_text_chars();
-        let extracted = match extract_bounded(fetched.bytes, budget, timeout).await {
+        let (extracted, stats) = extract_bounded(&self.bounds.isolation, bytes, budget, self.bounds.extract_timeout).await;
+        self.metrics.record_extraction(&job.uri(), stats);
+        let extracted = match extracted {
             Ok(x) => x,
             Err(e) => {
                 let detail = sentence(&e.to_string());
-                return self.write_failure(job, &meta, e.reason(), &detail, e.pages(), existing.as_ref()).await;
+                return self.write_failure(job, meta, e.reason(), &detail, e.pages(), existing).await;
             }
         };
         let answer = self.classifier.classify(&extracted.text).await?;
         Metrics::add(&self.metrics.model_calls, u64::from(answer.calls));
         Metrics::add(&self.metrics.input_tokens, answer.input_tokens);
         Metrics::add(&self.metrics.output_tokens, answer.output_tokens);
-        let mut record = self.base_record(job, &meta, existing.as_ref(), true);
+        let mut record = self.base_record(job, meta, existing, true);
         record.model_id = Some(self.classifier.model_id().to_owned());
         record.input_tokens = answer.input_tokens;
         record.output_tokens = answer.output_tokens;
         record.cost_usd = self.price.map(|p| p.cost(answer.input_tokens, answer.output_tokens));
+        if let Some(cost) = record.cost_usd {
+            Metrics::add(&self.metrics.cost_nano_usd, (cost * 1e9).round() as u64);
+        }
         record.pages = Some(extracted.pages);
         record.text_chars = Some(extracted.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
         let outcome = match answer.label {

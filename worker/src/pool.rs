@@ -12,7 +12,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::message::{Disposition, Worker};
-use crate::metrics::Summary;
+use crate::metrics::{EmfWriter, Summary};
+
+/// How often metric lines are written.
+const METRICS_PERIOD: Duration = Duration::from_secs(60);
 
 /// How the pool talks to its queue.
 #[derive(Debug, Clone)]
@@ -48,7 +51,23 @@ pub async fn run(
     sqs: aws_sdk_sqs::Client,
     config: PoolConfig,
     shutdown: CancellationToken,
+    emf: Option<EmfWriter>,
 ) -> Result<Summary, PoolError> {
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = emf.map(|mut emf| {
+        let worker = worker.clone();
+        let stop = metrics_stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + METRICS_PERIOD, METRICS_PERIOD);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => emf.flush(&worker.metrics().snapshot()),
+                    () = stop.cancelled() => break,
+                }
+            }
+            emf.flush(&worker.metrics().snapshot());
+        })
+    });
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = JoinSet::new();
     let (done_tx, done_rx) = mpsc::channel::<String>(config.concurrency * 2 + 10);
@@ -144,6 +163,10 @@ pub async fn run(
     drop(done_tx);
     if let Err(e) = deleter.await {
         tracing::error!(error = %e, "the delete task panicked");
+    }
+    metrics_stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
     let summary = worker.metrics().snapshot();
     tracing::info!(?summary, "worker pool stopped");

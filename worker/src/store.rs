@@ -9,10 +9,19 @@
 //! - the stored object is newer: never write.
 //!
 //! A failed condition means an equal or newer record is already there.
+//!
+//! Leases: before a model call the worker writes a short lease item with
+//! `uri = "lease#s3://bucket/key"` (conditional: no live lease by another worker
+//! for the same etag), so two deliveries of one object racing in two workers make
+//! one model call. Leases are deleted after the final write and carry a TTL
+//! attribute `expires_at` in case a worker dies. They have no `status`: readers
+//! that scan the table skip items whose `uri` starts with `lease#`.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -43,8 +52,30 @@ pub enum StoreError {
         #[source]
         source: Box<SdkError<PutItemError>>,
     },
+    #[error("DynamoDB DeleteItem on table {table} failed")]
+    Delete {
+        table: String,
+        #[source]
+        source: Box<SdkError<DeleteItemError>>,
+    },
     #[error(transparent)]
     Record(#[from] RecordError),
+}
+
+/// Prefix of lease items' `uri`.
+pub const LEASE_PREFIX: &str = "lease#";
+
+/// Result of trying to take a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This worker may call the model.
+    Acquired,
+    /// Another worker is classifying the same object version right now.
+    HeldElsewhere,
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The labels table.
@@ -72,6 +103,57 @@ impl LabelStore {
             .await
             .map_err(|e| StoreError::Get { table: self.table.clone(), source: Box::new(e) })?;
         Ok(out.item.map(LabelRecord::from_item).transpose()?)
+    }
+
+    /// Takes the lease on `uri` for `ttl`, unless another owner holds a live
+    /// lease for the same `etag`.
+    pub async fn acquire_lease(&self, uri: &str, etag: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        let now = SystemTime::now();
+        let until = epoch_ms(now + ttl);
+        let expires_at = (now + ttl + Duration::from_secs(3600)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(&format!("{LEASE_PREFIX}{uri}")))
+            .item("lease_owner", s(owner))
+            .item("lease_etag", s(etag))
+            .item("lease_until", n(until))
+            .item("expires_at", n(expires_at))
+            .condition_expression(
+                "attribute_not_exists(#uri) OR lease_until < :now OR lease_etag <> :etag OR lease_owner = :owner",
+            )
+            .expression_attribute_names("#uri", PARTITION_KEY)
+            .expression_attribute_values(":now", n(epoch_ms(now)))
+            .expression_attribute_values(":etag", s(etag))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Lease::Acquired),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(Lease::HeldElsewhere),
+            Err(e) => Err(StoreError::Put { table: self.table.clone(), source: Box::new(e) }),
+        }
+    }
+
+    /// Deletes `owner`'s lease on `uri` (a lease taken over by another owner stays).
+    pub async fn release_lease(&self, uri: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, AttributeValue::S(format!("{LEASE_PREFIX}{uri}")))
+            .condition_expression("lease_owner = :owner")
+            .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(StoreError::Delete { table: self.table.clone(), source: Box::new(e) }),
+        }
     }
 
     /// Writes `record` if the write rules allow it.

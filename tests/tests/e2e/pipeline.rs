@@ -1,5 +1,4 @@
-//! End to end on real protocols: moto (S3, SQS, DynamoDB) and the Converse
-//! stand-in, with the real SDK clients, producer and worker pool.
+//! The main path: backfill and upload notifications to labels.
 
 use std::time::Duration;
 
@@ -15,26 +14,7 @@ use docsort_worker::extract::extract;
 use docsort_worker::samples::text_pdf;
 use indicatif::ProgressBar;
 
-const DEADLINE: Duration = Duration::from_secs(120);
-
-fn answer(text: &str) -> Reply {
-    Reply::Answer(text.to_owned())
-}
-
-fn pdf(lines: &[&str]) -> Vec<u8> {
-    text_pdf(&[lines.iter().map(|l| (*l).to_owned()).collect()])
-}
-
-async fn wait_for_item(env: &TestEnv, key: &str) -> LabelRecord {
-    wait::until(&format!("a record for {key}"), DEADLINE, || env.item(key)).await
-}
-
-async fn wait_for_empty_queue(env: &TestEnv) {
-    wait::until("the work queue to be empty", DEADLINE, || async {
-        (env.depth(&env.queue_url).await == (0, 0)).then_some(())
-    })
-    .await;
-}
+use crate::common::{answer, pdf, wait_for_empty_queue, wait_for_item, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
@@ -129,6 +109,7 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
     let via_index: Vec<LabelRecord> = out.items().iter().map(|i| LabelRecord::from_item(i.clone()).expect("record")).collect();
     let want = items.values().filter(|i| i.label.as_ref() == Some(&some_label)).count();
     assert_eq!(via_index.len(), want);
+    assert_eq!(env.leases().await, 0, "every lease was released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

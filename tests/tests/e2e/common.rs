@@ -1,0 +1,30 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::time::Duration;
+
+use docsort_schema::LabelRecord;
+use docsort_tests::bedrock::Reply;
+use docsort_tests::env::TestEnv;
+use docsort_tests::wait;
+use docsort_worker::samples::text_pdf;
+
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub fn answer(text: &str) -> Reply {
+    Reply::Answer(text.to_owned())
+}
+
+pub fn pdf(lines: &[&str]) -> Vec<u8> {
+    text_pdf(&[lines.iter().map(|l| (*l).to_owned()).collect()])
+}
+
+pub async fn wait_for_item(env: &TestEnv, key: &str) -> LabelRecord {
+    wait::until(&format!("a record for {key}"), DEADLINE, || env.item(key)).await
+}
+
+pub async fn wait_for_empty_queue(env: &TestEnv) {
+    wait::until("the work queue to be empty", DEADLINE, || async {
+        (env.depth(&env.queue_url).await == (0, 0)).then_some(())
+    })
+    .await;
+}

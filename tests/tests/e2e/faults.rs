@@ -1,0 +1,1 @@
+//! Faults: crashes, throttling, bad input, races.
