@@ -3,7 +3,7 @@
 
 Usage:
     moto_server -H 127.0.0.1 -p 5055 &
-    .venv/bin/python infra/moto_deploy_check.py http://127.0.0.1:5055 [--template infra/docsort.yaml]
+    .venv/bin/python infra/moto_deploy_check.py http://127.0.0.1:5055 [--template infra/docsort.yaml] [--param KEY=VALUE ...]
 
 Reference for the Rust end-to-end test. Talks to the given endpoint only, with dummy
 credentials, in us-east-1. Exits non-zero if the stack does not reach CREATE_COMPLETE or a
@@ -69,7 +69,12 @@ def main() -> int:
     ap.add_argument("endpoint", help="moto server URL, e.g. http://127.0.0.1:5055")
     ap.add_argument("--template", default=str(Path(__file__).with_name("docsort.yaml")))
     ap.add_argument("--stack-name", default=STACK)
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
     args = ap.parse_args()
+    params = dict(PARAMETERS)
+    for kv in args.param:
+        key, _, value = kv.partition("=")
+        params[key] = value
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         os.environ.setdefault(k, v)
@@ -86,7 +91,7 @@ def main() -> int:
     cfn.create_stack(
         StackName=args.stack_name,
         TemplateBody=body,
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
         Capabilities=["CAPABILITY_NAMED_IAM"],
     )
     deadline = time.time() + 60

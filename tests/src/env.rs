@@ -228,10 +228,11 @@ impl TestEnv {
 /// A workspace binary built next to this test executable (`scripts/test` builds them first).
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)", path.display());
-    path
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+        panic!("{name} is not built next to {}: run `cargo build --workspace --bins` first (scripts/test does)", exe.display())
+    })
 }
 
 /// The built `docsort-worker`.

@@ -10,4 +10,5 @@ pub mod bedrock;
 pub mod corpus;
 pub mod env;
 pub mod moto;
+pub mod scenarios;
 pub mod wait;

@@ -14,7 +14,7 @@ pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 /// AWS region, credentials and endpoints come from the standard AWS chain
 /// (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, ...).
 #[derive(Debug, Parser)]
-#[command(name = "docsort-worker", version, about, long_about = None)]
+#[command(name = "docsort-worker", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// Log format: `pretty` for people, `json` for log pipelines.
     #[arg(long, env = "DOCSORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]

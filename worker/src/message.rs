@@ -115,6 +115,7 @@ impl Worker {
             let uri = job.uri();
             match self.process(job, message_id).await {
                 Ok(JobOutcome::Deferred) => {
+                    Metrics::inc(&self.metrics.deferred);
                     tracing::info!(message_id, %uri, "another worker is classifying this object; message left for later");
                     disposition = Disposition::Leave;
                 }

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub superseded: AtomicU64,
     /// Documents left for redelivery after a transient error.
     pub retried: AtomicU64,
+    /// Documents left for later because another worker held their lease.
+    pub deferred: AtomicU64,
     /// Messages acknowledged without work (test events, non-create events).
     pub ignored: AtomicU64,
     /// Message bodies that are not docsort messages (left for the DLQ).
@@ -67,6 +69,7 @@ impl Metrics {
             skipped: get(&self.skipped),
             superseded: get(&self.superseded),
             retried: get(&self.retried),
+            deferred: get(&self.deferred),
             ignored: get(&self.ignored),
             rejected: get(&self.rejected),
             model_calls: get(&self.model_calls),
@@ -90,6 +93,7 @@ pub struct Summary {
     pub skipped: u64,
     pub superseded: u64,
     pub retried: u64,
+    pub deferred: u64,
     pub ignored: u64,
     pub rejected: u64,
     pub model_calls: u64,
