@@ -109,8 +109,31 @@ impl TestEnv {
             .queue_url
             .expect("queue url");
         create_table(&dynamodb, &base).await;
+        TestEnv::attach(base.clone(), queue_url, dlq_url, base, script).await
+    }
+
+    /// Resources that exist already (e.g. created by a CloudFormation stack),
+    /// and a stand-in replying by `script`.
+    pub async fn attach(
+        bucket: String,
+        queue_url: String,
+        dlq_url: String,
+        table: String,
+        script: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> TestEnv {
+        let sdk = sdk_config(&crate::moto::shared().endpoint).await;
         let bedrock = StandIn::start(script).await;
-        TestEnv { sdk, s3, sqs, dynamodb, bucket: base.clone(), queue_url, dlq_url, table: base, bedrock }
+        TestEnv {
+            s3: s3_client(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            sdk,
+            bucket,
+            queue_url,
+            dlq_url,
+            table,
+            bedrock,
+        }
     }
 
     /// Uploads `bytes` under `key`.
