@@ -18,6 +18,7 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
 # Only what the workspace needs to resolve and build (all four members must exist).
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY schema ./schema
 COPY producer ./producer
 COPY worker ./worker

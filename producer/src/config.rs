@@ -56,7 +56,7 @@ pub struct BackfillArgs {
     #[arg(long, env = "DOCSORT_PREFIX", default_value = "")]
     pub prefix: String,
     /// List and count, but send nothing.
-    #[arg(long)]
+    #[arg(long, env = "DOCSORT_DRY_RUN")]
     pub dry_run: bool,
     /// Queue settings.
     #[command(flatten)]
@@ -71,4 +71,22 @@ pub struct EnqueueArgs {
     /// Queue settings.
     #[command(flatten)]
     pub queue: QueueArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command can also be set by a DOCSORT_* variable.
+    #[test]
+    fn every_flag_has_a_docsort_variable() {
+        fn check(cmd: &clap::Command) {
+            for arg in cmd.get_arguments().filter(|a| !a.is_positional() && !["help", "version"].contains(&a.get_id().as_str())) {
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                assert!(env.starts_with("DOCSORT_"), "{} --{} has no DOCSORT_ variable", cmd.get_name(), arg.get_id());
+            }
+            cmd.get_subcommands().for_each(check);
+        }
+        check(&super::Cli::command());
+    }
 }

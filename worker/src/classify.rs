@@ -47,6 +47,8 @@ pub enum ClassifyError {
     },
     #[error("Bedrock Converse request could not be built")]
     Build(#[from] aws_sdk_bedrockruntime::error::BuildError),
+    #[error("the local model failed")]
+    Local(#[from] crate::local::LocalError),
 }
 
 impl ClassifyError {
@@ -232,5 +234,103 @@ fn answer_text(response: &ConverseResponse) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
+    }
+}
+
+/// The classifier a worker uses: Bedrock or the embedded local model. Both
+/// produce the same [`Classification`] and the same label record.
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// Amazon Bedrock Converse.
+    Bedrock(BedrockClassifier),
+    /// The embedded model, run on the blocking pool.
+    Local(Arc<crate::local::LocalClassifier>),
+}
+
+impl Classifier {
+    /// The model id recorded with each label (`local:<name>` for the local model).
+    pub fn model_id(&self) -> &str {
+        match self {
+            Classifier::Bedrock(c) => c.model_id(),
+            Classifier::Local(c) => c.model_id(),
+        }
+    }
+
+    /// The `prompt_version` recorded with each label.
+    pub fn prompt_version(&self) -> &str {
+        match self {
+            Classifier::Bedrock(c) => c.prompt().version(),
+            Classifier::Local(c) => c.version(),
+        }
+    }
+
+    /// Characters of document text the classifier reads.
+    pub fn max_text_chars(&self) -> usize {
+        match self {
+            Classifier::Bedrock(c) => c.max_text_chars(),
+            Classifier::Local(c) => c.max_text_chars(),
+        }
+    }
+
+    /// Classifies one document's text.
+    pub async fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
+        match self {
+            Classifier::Bedrock(c) => c.classify(text).await,
+            Classifier::Local(c) => {
+                let (c, text) = (c.clone(), text.to_owned());
+                match tokio::task::spawn_blocking(move || c.classify(&text)).await {
+                    Ok(result) => Ok(result?),
+                    Err(e) => Err(crate::local::LocalError::Crashed(e.to_string()).into()),
+                }
+            }
+        }
+    }
+}
+
+/// A classifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot load the taxonomy")]
+    Taxonomy(#[from] docsort_schema::TaxonomyError),
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
+}
+
+impl Classifier {
+    /// Builds the classifier `config` asks for (`default` when it names none).
+    /// `bedrock` is called only for the Bedrock classifier.
+    pub fn from_config(
+        config: &crate::config::ClassifierConfig,
+        default: crate::config::ClassifierKind,
+        bedrock: impl FnOnce() -> aws_sdk_bedrockruntime::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Classifier, SetupError> {
+        use crate::config::ClassifierKind;
+        let taxonomy = docsort_schema::Taxonomy::load(config.taxonomy.as_deref())?;
+        let prompt = Arc::new(Prompt::new(taxonomy));
+        let max_text_chars = config.max_text_chars as usize;
+        Ok(match config.classifier.unwrap_or(default) {
+            ClassifierKind::Bedrock => {
+                let gate = Arc::new(ModelGate::new(crate::gate::GateConfig {
+                    max_rps: config.model_max_rps,
+                    min_rps: config.model_min_rps,
+                    max_tpm: config.model_max_tpm,
+                }));
+                let settings = BedrockSettings {
+                    model_id: config.model_id.clone(),
+                    max_text_chars,
+                    max_tokens: config.max_tokens,
+                    attempts: config.model_attempts,
+                };
+                Classifier::Bedrock(BedrockClassifier::new(bedrock(), settings, prompt, gate, metrics))
+            }
+            ClassifierKind::Local => {
+                let dir = config.local_model_dir.clone().unwrap_or_else(crate::local::default_model_dir);
+                let started = std::time::Instant::now();
+                let local = crate::local::LocalClassifier::load(&dir, prompt, max_text_chars)?;
+                tracing::info!(model = local.model_id(), dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
+                Classifier::Local(Arc::new(local))
+            }
+        })
     }
 }

@@ -31,6 +31,13 @@ pub enum Command {
     Run(RunConfig),
     /// Extract text from local PDF files and print it with the outcome (for debugging a label).
     Extract(ExtractArgs),
+    /// Classify local PDF files and folders (recursively) and print a table of labels.
+    Classify(ClassifyArgs),
+    /// Score a classifier on a labeled JSONL set ({"id","label","text"} per line):
+    /// accuracy, per-category precision/recall, confusion matrix, time per document.
+    Eval(EvalArgs),
+    /// Write sample PDFs of each default category into a folder (for the quickstart).
+    Samples(SamplesArgs),
     /// Internal: extract one PDF from standard input and report as JSON (the worker's isolated extraction).
     #[command(hide = true)]
     ExtractChild {
@@ -54,14 +61,20 @@ pub enum LogFormat {
 pub enum ClassifierKind {
     /// Amazon Bedrock Converse with `--model-id`.
     Bedrock,
+    /// The embedded model in `--local-model-dir` (no network, no cost).
+    Local,
 }
 
 /// How documents are classified; shared by every command that classifies.
 #[derive(Debug, Clone, Args)]
 pub struct ClassifierConfig {
-    /// Which classifier answers.
-    #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum, default_value_t = ClassifierKind::Bedrock)]
-    pub classifier: ClassifierKind,
+    /// Which classifier answers [default: bedrock for `run`, local for `classify` and `eval`].
+    #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum)]
+    pub classifier: Option<ClassifierKind>,
+    /// Folder with the local model's files (`scripts/fetch-model` puts them there)
+    /// [default: ~/.cache/docsort/models/<model>].
+    #[arg(long, env = "DOCSORT_LOCAL_MODEL_DIR")]
+    pub local_model_dir: Option<PathBuf>,
     /// Bedrock model or inference profile id (any Converse model works).
     #[arg(long, env = "DOCSORT_MODEL_ID", default_value = DEFAULT_MODEL_ID)]
     pub model_id: String,
@@ -191,4 +204,60 @@ pub struct ExtractArgs {
     /// Characters to extract per document (0 = the whole document).
     #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 0)]
     pub max_text_chars: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command can also be set by a DOCSORT_* variable.
+    #[test]
+    fn every_flag_has_a_docsort_variable() {
+        fn check(cmd: &clap::Command) {
+            if cmd.is_hide_set() {
+                return;
+            }
+            for arg in cmd.get_arguments().filter(|a| !a.is_positional() && !["help", "version"].contains(&a.get_id().as_str())) {
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                assert!(env.starts_with("DOCSORT_"), "{} --{} has no DOCSORT_ variable", cmd.get_name(), arg.get_id());
+            }
+            cmd.get_subcommands().for_each(check);
+        }
+        check(&super::Cli::command());
+    }
+}
+
+/// `docsort-worker classify`.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifyArgs {
+    /// PDF files, or folders searched recursively for *.pdf.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Also write the results to this file: `.jsonl` (one label record per document,
+    /// plus `path`) or `.csv`.
+    #[arg(long, env = "DOCSORT_OUT")]
+    pub out: Option<PathBuf>,
+    /// Classification settings.
+    #[command(flatten)]
+    pub classifier: ClassifierConfig,
+    /// Per-document limits.
+    #[command(flatten)]
+    pub limits: DocumentLimits,
+}
+
+/// `docsort-worker eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Labeled JSONL file: one {"id", "label", "text"} object per line.
+    pub dataset: PathBuf,
+    /// Classification settings.
+    #[command(flatten)]
+    pub classifier: ClassifierConfig,
+}
+
+/// `docsort-worker samples`.
+#[derive(Debug, Clone, Args)]
+pub struct SamplesArgs {
+    /// Folder to write the sample PDFs into (created if missing).
+    pub dir: PathBuf,
 }

@@ -6,11 +6,14 @@
 //! and a [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
 
 pub mod aws;
+pub mod batch;
 pub mod classify;
 pub mod config;
+pub mod eval;
 pub mod extract;
 pub mod fetch;
 pub mod gate;
+pub mod local;
 pub mod message;
 pub mod metrics;
 pub mod pool;

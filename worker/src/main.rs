@@ -2,9 +2,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use docsort_worker::aws::Clients;
-use docsort_worker::config::{Cli, Command, ExtractArgs, LogFormat, RunConfig};
-use docsort_worker::{extract, service, shutdown};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use docsort_worker::aws::{bedrock_client, Clients};
+use docsort_worker::batch::{classify_file, collect_pdfs, BatchSummary, OutputFile};
+use docsort_worker::classify::Classifier;
+use docsort_worker::config::{ClassifierConfig, ClassifierKind, ClassifyArgs, Cli, Command, EvalArgs, ExtractArgs, LogFormat, RunConfig};
+use docsort_worker::metrics::Metrics;
+use docsort_worker::{eval, extract, samples, service, shutdown};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -21,7 +29,12 @@ fn main() -> ExitCode {
     }
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Run(config) => tokio::runtime::Runtime::new().context("cannot start the async runtime").and_then(|rt| rt.block_on(run(config))),
+        Command::Run(config) => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Classify(args) => runtime().and_then(|rt| rt.block_on(classify(args))),
+        Command::Eval(args) => runtime().and_then(|rt| rt.block_on(evaluate(args))),
+        Command::Samples(args) => samples::write_samples(&args.dir)
+            .map(|paths| paths.iter().for_each(|p| println!("{}", p.display())))
+            .with_context(|| format!("cannot write samples into {}", args.dir.display())),
         Command::Extract(args) => extract_files(&args),
         Command::ExtractChild { .. } => unreachable!("handled above"),
     };
@@ -33,6 +46,83 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// A progress bar on a terminal (stderr), hidden otherwise.
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let template = format!("{{spinner}} {{pos}}/{{len}} {what} {{wide_bar}} eta {{eta}}");
+    bar.set_style(ProgressStyle::with_template(&template).expect("the template is valid"));
+    bar
+}
+
+/// The classifier for `classify` and `eval` (local unless told otherwise).
+async fn offline_classifier(config: &ClassifierConfig) -> anyhow::Result<Classifier> {
+    let sdk = match config.classifier {
+        Some(ClassifierKind::Bedrock) => Some(aws_config::load_from_env().await),
+        _ => None,
+    };
+    let bedrock = || bedrock_client(sdk.as_ref().expect("loaded for bedrock"), config.model_timeout());
+    Ok(Classifier::from_config(config, ClassifierKind::Local, bedrock, Arc::new(Metrics::default()))?)
+}
+
+async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    let files = collect_pdfs(&args.paths).context("cannot list the PDFs to classify")?;
+    anyhow::ensure!(!files.is_empty(), "no .pdf files in {:?}", args.paths);
+    let mut out = args.out.as_deref().map(OutputFile::create).transpose()?;
+    let classifier = offline_classifier(&args.classifier).await?;
+    let isolation = args.limits.isolation().context("cannot find the extractor executable")?;
+    let timeout = std::time::Duration::from_secs(args.limits.extract_timeout_secs);
+    let bar = progress(files.len(), "documents");
+    let mut summary = BatchSummary::default();
+    let started = Instant::now();
+    bar.println(format!("{:<24} {:>5}  {}", "LABEL", "PAGES", "FILE"));
+    for file in &files {
+        let result = classify_file(file, &classifier, &isolation, timeout)
+            .await
+            .with_context(|| format!("cannot classify {}", file.display()))?;
+        let r = &result.record;
+        let shown = match (&r.label, &r.failure) {
+            (Some(l), _) => l.clone(),
+            (None, Some(f)) => format!("failed/{f}"),
+            (None, None) => "?".to_owned(),
+        };
+        let pages = r.pages.map_or("-".to_owned(), |p| p.to_string());
+        bar.println(format!("{shown:<24} {pages:>5}  {}", file.display()));
+        if let Some(out) = out.as_mut() {
+            out.write(&result)?;
+        }
+        summary.add(&result);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    summary.total = started.elapsed();
+    if let Some(out) = out {
+        out.finish()?;
+    }
+    println!("\n{summary}");
+    if let Some(path) = &args.out {
+        println!("results:   {}", path.display());
+    }
+    Ok(())
+}
+
+async fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
+    let examples = eval::read_dataset(&args.dataset)?;
+    let classifier = offline_classifier(&args.classifier).await?;
+    let bar = progress(examples.len(), "examples");
+    let report = eval::evaluate(&classifier, &examples, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    println!("classifier: {} (prompt_version {})\ndataset:    {} ({} examples)\n", classifier.model_id(), classifier.prompt_version(), args.dataset.display(), examples.len());
+    println!("{report}");
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use docsort_schema::{Delivery, FailureReason, Job, LabelRecord, Status};
 
-use crate::classify::{BedrockClassifier, ClassifyError};
+use crate::classify::{Classifier, ClassifyError};
 use crate::extract::{extract_bounded, Isolation};
 use crate::fetch::{fetch, normalise_etag, FetchError, ObjectMeta};
 use crate::metrics::Metrics;
@@ -67,7 +67,7 @@ pub struct Bounds {
 pub struct Worker {
     s3: aws_sdk_s3::Client,
     store: LabelStore,
-    classifier: BedrockClassifier,
+    classifier: Classifier,
     bounds: Bounds,
     price: Option<Price>,
     metrics: Arc<Metrics>,
@@ -78,7 +78,7 @@ pub struct Worker {
 impl Worker {
     /// A worker that reads with `s3`, writes to `store` and asks `classifier`,
     /// counting into `metrics`.
-    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: BedrockClassifier, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
+    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: Classifier, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
         let price = price_for(classifier.model_id());
         if price.is_none() {
             tracing::warn!(model_id = classifier.model_id(), "no price known for this model: records will have no cost_usd");
@@ -154,7 +154,7 @@ impl Worker {
 
     /// Processes one job to its final record.
     pub async fn process(&self, job: &Job, message_id: &str) -> Result<JobOutcome, JobError> {
-        let prompt_version = self.classifier.prompt().version();
+        let prompt_version = self.classifier.prompt_version();
         let existing = self.store.get(&job.uri()).await?;
         let done = |etag: Option<&str>| {
             existing.as_ref().is_some_and(|r| {
@@ -283,7 +283,7 @@ impl Worker {
             failure: None,
             detail: None,
             model_id: None,
-            prompt_version: self.classifier.prompt().version().to_owned(),
+            prompt_version: self.classifier.prompt_version().to_owned(),
             input_tokens: 0,
             output_tokens: 0,
             cost_usd: None,

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docsort_schema::{Prompt, Taxonomy, TaxonomyError};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::Clients;
-use crate::classify::{BedrockClassifier, BedrockSettings};
-use crate::config::RunConfig;
-use crate::gate::{GateConfig, ModelGate};
+use crate::classify::{Classifier, SetupError};
+use crate::config::{ClassifierKind, RunConfig};
 use crate::message::{Bounds, Worker};
 use crate::metrics::{EmfWriter, Metrics, Summary};
 use crate::pool::{self, PoolConfig, PoolError};
@@ -19,8 +17,8 @@ use crate::store::LabelStore;
 /// The worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot load the taxonomy")]
-    Taxonomy(#[from] TaxonomyError),
+    #[error("cannot set up the classifier")]
+    Classifier(#[from] SetupError),
     #[error("cannot find the extractor executable")]
     Extractor(#[source] std::io::Error),
     #[error(transparent)]
@@ -35,19 +33,10 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics_out: Box<dyn std::io::Write + Send>,
 ) -> Result<Summary, RunError> {
-    let taxonomy = Taxonomy::load(config.classifier.taxonomy.as_deref())?;
-    let prompt = Arc::new(Prompt::new(taxonomy));
     let metrics = Arc::new(Metrics::default());
-    let c = &config.classifier;
-    let gate = Arc::new(ModelGate::new(GateConfig { max_rps: c.model_max_rps, min_rps: c.model_min_rps, max_tpm: c.model_max_tpm }));
-    let settings = BedrockSettings {
-        model_id: c.model_id.clone(),
-        max_text_chars: c.max_text_chars as usize,
-        max_tokens: c.max_tokens,
-        attempts: c.model_attempts,
-    };
-    let classifier = BedrockClassifier::new(clients.bedrock.clone(), settings, prompt.clone(), gate, metrics.clone());
-    tracing::info!(model_id = %c.model_id, prompt_version = prompt.version(), table = %config.table, "classifier ready");
+    let bedrock = clients.bedrock.clone();
+    let classifier = Classifier::from_config(&config.classifier, ClassifierKind::Bedrock, || bedrock, metrics.clone())?;
+    tracing::info!(model_id = classifier.model_id(), prompt_version = classifier.prompt_version(), table = %config.table, "classifier ready");
     let bounds = Bounds {
         max_object_bytes: config.limits.max_object_bytes,
         extract_timeout: Duration::from_secs(config.limits.extract_timeout_secs),

@@ -1,0 +1,266 @@
+//! `docsort-worker classify`: local files through the same extraction and
+//! classifier as the pool, with a report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use docsort_schema::{FailureReason, LabelRecord, Source, Status};
+use serde::Serialize;
+
+use crate::classify::{Classifier, ClassifyError};
+use crate::extract::{extract_bounded, Isolation};
+use crate::pricing::price_for;
+
+/// One classified file: its path and the label record the pool would write.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileResult {
+    /// The file.
+    pub path: PathBuf,
+    /// The record (`uri` is `file://<absolute path>`, `bucket` is empty).
+    #[serde(flatten)]
+    pub record: LabelRecord,
+    /// Time extraction and classification took.
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+/// Every `.pdf` (any case) in `paths`: files as given, folders recursively, sorted.
+pub fn collect_pdfs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut stack = vec![path.clone()];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir)? {
+                    let p = entry?.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdf")) {
+                        out.push(p);
+                    }
+                }
+            }
+        } else if path.exists() {
+            out.push(path.clone());
+        } else {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not exist", path.display())));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Classifies one file into the record the pool would write for it.
+pub async fn classify_file(
+    path: &Path,
+    classifier: &Classifier,
+    isolation: &Isolation,
+    extract_timeout: Duration,
+) -> Result<FileResult, ClassifyError> {
+    let started = Instant::now();
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut record = LabelRecord {
+        uri: format!("file://{}", absolute.display()),
+        bucket: String::new(),
+        key: path.display().to_string(),
+        version_id: None,
+        etag: None,
+        size_bytes: None,
+        last_modified: None,
+        status: Status::Failed,
+        label: None,
+        failure: None,
+        detail: None,
+        model_id: None,
+        prompt_version: classifier.prompt_version().to_owned(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: None,
+        pages: None,
+        text_chars: None,
+        classified_at: Utc::now(),
+        source: Source::Manual,
+        attempts: 0,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            record.failure = Some(FailureReason::NotFound);
+            record.detail = Some(format!("Cannot read the file: {e}."));
+            return Ok(FileResult { path: path.to_owned(), record, elapsed: started.elapsed() });
+        }
+    };
+    record.size_bytes = Some(bytes.len() as u64);
+    let (extracted, _) = extract_bounded(isolation, bytes, classifier.max_text_chars(), extract_timeout).await;
+    match extracted {
+        Err(e) => {
+            record.failure = Some(e.reason());
+            record.detail = Some(format!("{e}."));
+            record.pages = e.pages();
+        }
+        Ok(x) => {
+            record.pages = Some(x.pages);
+            record.text_chars = Some(x.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
+            let answer = classifier.classify(&x.text).await?;
+            record.model_id = Some(classifier.model_id().to_owned());
+            record.input_tokens = answer.input_tokens;
+            record.output_tokens = answer.output_tokens;
+            record.attempts = 1;
+            record.cost_usd = match classifier {
+                Classifier::Local(_) => Some(0.0),
+                Classifier::Bedrock(_) => price_for(classifier.model_id()).map(|p| p.cost(answer.input_tokens, answer.output_tokens)),
+            };
+            match answer.label {
+                Ok(label) => {
+                    record.status = Status::Labeled;
+                    record.label = Some(label);
+                }
+                Err(e) => {
+                    record.failure = Some(FailureReason::UnparseableAnswer);
+                    record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
+                }
+            }
+        }
+    }
+    Ok(FileResult { path: path.to_owned(), record, elapsed: started.elapsed() })
+}
+
+/// Counts over a batch, printed at the end.
+#[derive(Debug, Default)]
+pub struct BatchSummary {
+    /// Documents classified.
+    pub documents: usize,
+    /// Labeled documents per label.
+    pub labels: BTreeMap<String, usize>,
+    /// Failed documents per reason.
+    pub failures: BTreeMap<String, usize>,
+    /// Time per document.
+    pub times: Vec<Duration>,
+    /// Wall time of the batch.
+    pub total: Duration,
+}
+
+impl BatchSummary {
+    /// Adds one result.
+    pub fn add(&mut self, r: &FileResult) {
+        self.documents += 1;
+        self.times.push(r.elapsed);
+        match (&r.record.label, &r.record.failure) {
+            (Some(label), _) => *self.labels.entry(label.clone()).or_default() += 1,
+            (None, Some(f)) => *self.failures.entry(f.to_string()).or_default() += 1,
+            (None, None) => {}
+        }
+    }
+}
+
+/// Median of durations (zero when empty).
+pub fn median(times: &[Duration]) -> Duration {
+    let mut t = times.to_vec();
+    t.sort();
+    t.get(t.len() / 2).copied().unwrap_or_default()
+}
+
+impl std::fmt::Display for BatchSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        writeln!(f, "documents: {}", self.documents)?;
+        writeln!(f, "labels:    {}", if self.labels.is_empty() { "-".into() } else { list(&self.labels) })?;
+        writeln!(f, "failures:  {}", if self.failures.is_empty() { "-".into() } else { list(&self.failures) })?;
+        write!(f, "time:      {:.1} s in all, median {:.2} s per document", self.total.as_secs_f64(), median(&self.times).as_secs_f64())
+    }
+}
+
+/// Writes results as JSON lines or CSV, by the file's extension.
+pub enum OutputFile {
+    /// One JSON object per document.
+    Jsonl(std::io::BufWriter<std::fs::File>),
+    /// A header row and one row per document.
+    Csv(csv::Writer<std::fs::File>),
+}
+
+/// Cannot write the output file.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{0}: the output file must end in .jsonl or .csv")]
+    Extension(PathBuf),
+    #[error("cannot write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write CSV")]
+    Csv(#[from] csv::Error),
+    #[error("cannot write JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+impl OutputFile {
+    /// Creates `path` (`.jsonl` or `.csv`).
+    pub fn create(path: &Path) -> Result<Self, OutputError> {
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let io = |source| OutputError::Io { path: path.to_owned(), source };
+        match ext.as_deref() {
+            Some("jsonl") => Ok(OutputFile::Jsonl(std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?))),
+            Some("csv") => Ok(OutputFile::Csv(csv::Writer::from_writer(std::fs::File::create(path).map_err(io)?))),
+            _ => Err(OutputError::Extension(path.to_owned())),
+        }
+    }
+
+    /// Appends one result.
+    pub fn write(&mut self, r: &FileResult) -> Result<(), OutputError> {
+        use std::io::Write;
+        match self {
+            OutputFile::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, r)?;
+                w.write_all(b"\n").map_err(|source| OutputError::Io { path: r.path.clone(), source })
+            }
+            OutputFile::Csv(w) => {
+                let rec = &r.record;
+                w.serialize(CsvRow {
+                    path: r.path.display().to_string(),
+                    status: rec.status.as_str(),
+                    label: rec.label.as_deref().unwrap_or(""),
+                    failure: rec.failure.as_ref().map(|f| f.to_string()).unwrap_or_default(),
+                    detail: rec.detail.as_deref().unwrap_or(""),
+                    pages: rec.pages,
+                    text_chars: rec.text_chars,
+                    model_id: rec.model_id.as_deref().unwrap_or(""),
+                    prompt_version: &rec.prompt_version,
+                    input_tokens: rec.input_tokens,
+                    output_tokens: rec.output_tokens,
+                    cost_usd: rec.cost_usd,
+                })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Flushes the file.
+    pub fn finish(self) -> Result<(), OutputError> {
+        use std::io::Write;
+        match self {
+            OutputFile::Jsonl(mut w) => w.flush().map_err(|source| OutputError::Io { path: PathBuf::new(), source }),
+            OutputFile::Csv(mut w) => w.flush().map_err(|source| OutputError::Io { path: PathBuf::new(), source }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    path: String,
+    status: &'a str,
+    label: &'a str,
+    failure: String,
+    detail: &'a str,
+    pages: Option<u32>,
+    text_chars: Option<u64>,
+    model_id: &'a str,
+    prompt_version: &'a str,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: Option<f64>,
+}
