@@ -41,6 +41,8 @@ pub enum ExtractError {
     Malformed(String),
     #[error("the PDF's {pages} page(s) have no text layer (scanned or image-only)")]
     NoText { pages: u32 },
+    #[error("the PDF's text uses fonts without a Unicode mapping ({glyphs} glyphs could not be read)")]
+    Undecodable { pages: u32, glyphs: usize },
     #[error("text extraction took longer than {0:?}")]
     Timeout(Duration),
     #[error("text extraction needed more than the {mib} MiB memory ceiling")]
@@ -54,7 +56,7 @@ impl ExtractError {
             ExtractError::NotPdf => FailureReason::NotPdf,
             ExtractError::Encrypted => FailureReason::Encrypted,
             ExtractError::Malformed(_) => FailureReason::Malformed,
-            ExtractError::NoText { .. } => FailureReason::NoText,
+            ExtractError::NoText { .. } | ExtractError::Undecodable { .. } => FailureReason::NoText,
             ExtractError::Timeout(_) => FailureReason::Timeout,
             ExtractError::MemoryLimit { .. } => FailureReason::TooLarge,
         }
@@ -63,7 +65,7 @@ impl ExtractError {
     /// Pages seen, when the document could be opened.
     pub fn pages(&self) -> Option<u32> {
         match self {
-            ExtractError::NoText { pages } => Some(*pages),
+            ExtractError::NoText { pages } | ExtractError::Undecodable { pages, .. } => Some(*pages),
             _ => None,
         }
     }
@@ -85,35 +87,15 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
     if doc.is_encrypted() {
         return Err(ExtractError::Encrypted);
     }
-    let pages = doc.get_pages();
-    let page_count = u32::try_from(pages.len()).unwrap_or(u32::MAX);
-    let mut text = String::new();
-    let mut seen = 0usize;
-    let mut first_error = None;
-    for &number in pages.keys() {
-        for chunk in doc.extract_text_chunks(&[number]) {
-            match chunk {
-                Ok(t) => {
-                    seen += t.chars().filter(|c| !c.is_whitespace()).count();
-                    text.push_str(&t);
-                }
-                Err(e) => {
-                    first_error.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-        text.push('\n');
-        if budget_chars > 0 && seen >= budget_chars {
-            break;
-        }
-    }
-    if seen == 0 {
-        return Err(match first_error {
-            Some(e) => ExtractError::Malformed(e),
-            None => ExtractError::NoText { pages: page_count },
+    let result = crate::pdftext::extract_pages(&doc, budget_chars);
+    if !result.text.chars().any(|c| !c.is_whitespace()) {
+        return Err(match (result.undecodable, result.first_error) {
+            (0, Some(e)) => ExtractError::Malformed(e),
+            (0, None) => ExtractError::NoText { pages: result.pages },
+            (glyphs, _) => ExtractError::Undecodable { pages: result.pages, glyphs },
         });
     }
-    Ok(Extracted { text, pages: page_count })
+    Ok(Extracted { text: result.text, pages: result.pages })
 }
 
 /// Where extraction runs.

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod local;
 pub mod message;
 pub mod metrics;
+pub mod pdftext;
 pub mod pool;
 pub mod pricing;
 pub mod samples;

@@ -83,7 +83,7 @@ async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let bar = progress(files.len(), "documents");
     let mut summary = BatchSummary::default();
     let started = Instant::now();
-    bar.println(format!("{:<24} {:>5}  {}", "LABEL", "PAGES", "FILE"));
+    bar.suspend(|| println!("{:<24} {:>5}  {}", "LABEL", "PAGES", "FILE"));
     for file in &files {
         let result = classify_file(file, &classifier, &isolation, timeout)
             .await
@@ -95,7 +95,7 @@ async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
             (None, None) => "?".to_owned(),
         };
         let pages = r.pages.map_or("-".to_owned(), |p| p.to_string());
-        bar.println(format!("{shown:<24} {pages:>5}  {}", file.display()));
+        bar.suspend(|| println!("{shown:<24} {pages:>5}  {}", file.display()));
         if let Some(out) = out.as_mut() {
             out.write(&result)?;
         }

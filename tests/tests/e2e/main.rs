@@ -5,4 +5,5 @@
 mod common;
 mod faults;
 mod infra;
+mod local;
 mod pipeline;
