@@ -71,9 +71,66 @@ impl Widths {
     }
 }
 
+/// A predefined CMap whose codes are a legacy CJK encoding or UTF-16.
+#[derive(Clone, Copy)]
+enum Predefined {
+    /// `Uni*-UCS2-*` / `Uni*-UTF16-*`: codes are UTF-16BE.
+    Utf16,
+    /// Shift-JIS, EUC, GBK, Big5 or UHC codes: one byte below 0x80, else two.
+    Legacy(&'static encoding_rs::Encoding),
+}
+
+impl Predefined {
+    fn from_name(name: &[u8]) -> Option<Self> {
+        let name = std::str::from_utf8(name).ok()?;
+        if name.starts_with("Uni") && (name.contains("UCS2") || name.contains("UTF16")) {
+            return Some(Predefined::Utf16);
+        }
+        let family = name.trim_end_matches("-H").trim_end_matches("-V");
+        let encoding = match family {
+            "90ms-RKSJ" | "90msp-RKSJ" | "83pv-RKSJ" | "90pv-RKSJ" | "78-RKSJ" | "Ext-RKSJ" | "Add-RKSJ" => encoding_rs::SHIFT_JIS,
+            "EUC" | "78-EUC" | "Ext-EUC" => encoding_rs::EUC_JP,
+            "GB-EUC" | "GBpc-EUC" | "GBK-EUC" | "GBKp-EUC" | "GBK2K" => encoding_rs::GBK,
+            "B5pc" | "ETen-B5" | "HKscs-B5" | "ETenms-B5" | "B5" => encoding_rs::BIG5,
+            "KSC-EUC" | "KSCms-UHC" | "KSCpc-EUC" | "KSCms-UHC-HW" => encoding_rs::EUC_KR,
+            _ => return None,
+        };
+        Some(Predefined::Legacy(encoding))
+    }
+
+    /// Splits a string into codes.
+    fn split<'b>(&self, bytes: &'b [u8]) -> Vec<&'b [u8]> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let len = match self {
+                Predefined::Utf16 => 2,
+                Predefined::Legacy(e) if *e == encoding_rs::SHIFT_JIS => {
+                    if matches!(bytes[i], 0x81..=0x9F | 0xE0..=0xFC) { 2 } else { 1 }
+                }
+                Predefined::Legacy(_) => if bytes[i] >= 0x81 { 2 } else { 1 },
+            };
+            let end = (i + len).min(bytes.len());
+            out.push(&bytes[i..end]);
+            i = end;
+        }
+        out
+    }
+
+    fn decode(&self, code: &[u8], out: &mut String) {
+        let encoding = match self {
+            Predefined::Utf16 => encoding_rs::UTF_16BE,
+            Predefined::Legacy(e) => e,
+        };
+        out.push_str(&encoding.decode_without_bom_handling(code).0);
+    }
+}
+
 /// What the extractor needs of a font.
 struct Font<'a> {
     encoding: Option<Encoding<'a>>,
+    /// Codes of a predefined CJK CMap (no ToUnicode).
+    predefined: Option<Predefined>,
     /// Codes are two bytes (Type0 / CID fonts).
     two_byte: bool,
     widths: Widths,
@@ -83,7 +140,9 @@ struct Font<'a> {
 
 impl Font<'_> {
     fn decode(&self, code: &[u8], out: &mut String) {
-        if let Some(enc) = &self.encoding {
+        if let Some(p) = &self.predefined {
+            p.decode(code, out);
+        } else if let Some(enc) = &self.encoding {
             let start = out.len();
             if enc.write_to_string(code, out).is_err() {
                 out.truncate(start);
@@ -127,9 +186,13 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
     } else {
         font.get_font_encoding(doc).ok()
     };
+    let predefined = match (&encoding, has_to_unicode) {
+        (Some(Encoding::SimpleEncoding(name)), false) => Predefined::from_name(name),
+        _ => None,
+    };
     let encoding = match encoding {
         // A simple encoding lopdf cannot decode (predefined CJK CMaps) yields nothing.
-        Some(Encoding::SimpleEncoding(name)) if name != b"WinAnsiEncoding" && !name.starts_with(b"UniGB-U") => None,
+        Some(Encoding::SimpleEncoding(name)) if name != b"WinAnsiEncoding" => None,
         // Two-byte codes without a ToUnicode map: lopdf falls back to a one-byte
         // encoding, which would produce garbage.
         Some(Encoding::OneByteEncoding(_)) | Some(Encoding::Differences(_)) if two_byte => None,
@@ -182,7 +245,7 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
             .unwrap_or(if subtype == b"Type3" { 0.0 } else { 500.0 });
         Widths::Simple { first, widths, missing }
     };
-    Font { encoding, two_byte, widths, scale }
+    Font { encoding, predefined, two_byte, widths, scale }
 }
 
 #[derive(Clone)]
@@ -265,7 +328,11 @@ impl<'a> Interpreter<'a> {
     fn show(&mut self, gs: &GraphicsState<'a>, tm: &mut Matrix, bytes: &[u8]) {
         let Some(font) = gs.font.clone() else { return };
         let step = if font.two_byte { 2 } else { 1 };
-        for code_bytes in bytes.chunks(step) {
+        let codes: Vec<&[u8]> = match &font.predefined {
+            Some(p) => p.split(bytes),
+            None => bytes.chunks(step).collect(),
+        };
+        for code_bytes in codes {
             let code = code_bytes.iter().fold(0u32, |c, b| (c << 8) | u32::from(*b));
             let trm = mul(&[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise], &mul(tm, &gs.ctm));
             let (x, y) = (trm[4], trm[5]);
@@ -279,7 +346,12 @@ impl<'a> Interpreter<'a> {
             } else {
                 self.place(x, y, size, &glyph);
             }
-            let w0 = font.widths.get(code) * font.scale;
+            // Predefined CMaps map codes to CIDs we do not know: use the default width.
+            let w0 = match (&font.predefined, code_bytes.len()) {
+                (Some(_), 1) => 500.0,
+                (Some(_), _) => font.widths.get(u32::MAX),
+                (None, _) => font.widths.get(code),
+            } * font.scale;
             let tx = (w0 * gs.size + gs.char_spacing + if is_space && step == 1 { gs.word_spacing } else { 0.0 }) * gs.h_scale;
             *tm = mul(&[1.0, 0.0, 0.0, 1.0, tx, 0.0], tm);
             let end = mul(&[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise], &mul(tm, &gs.ctm));
