@@ -192,6 +192,34 @@ pub enum RecordError {
 }
 
 impl LabelRecord {
+    /// A record for a document with no outcome yet (`status` failed, no label,
+    /// no failure): the caller fills in what it learns.
+    pub fn new(uri: String, bucket: String, key: String, prompt_version: String, source: Source) -> Self {
+        LabelRecord {
+            uri,
+            bucket,
+            key,
+            version_id: None,
+            etag: None,
+            size_bytes: None,
+            last_modified: None,
+            status: Status::Failed,
+            label: None,
+            failure: None,
+            detail: None,
+            model_id: None,
+            prompt_version,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: None,
+            pages: None,
+            text_chars: None,
+            classified_at: chrono::Utc::now(),
+            source,
+            attempts: 0,
+        }
+    }
+
     /// The DynamoDB item for this record.
     pub fn to_item(&self) -> Result<serde_dynamo::Item, RecordError> {
         Ok(serde_dynamo::to_item(self)?)

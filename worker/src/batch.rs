@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use docsort_schema::{FailureReason, LabelRecord, Source, Status};
 use serde::Serialize;
 
@@ -62,29 +61,13 @@ pub async fn classify_file(
 ) -> Result<FileResult, ClassifyError> {
     let started = Instant::now();
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let mut record = LabelRecord {
-        uri: format!("file://{}", absolute.display()),
-        bucket: String::new(),
-        key: path.display().to_string(),
-        version_id: None,
-        etag: None,
-        size_bytes: None,
-        last_modified: None,
-        status: Status::Failed,
-        label: None,
-        failure: None,
-        detail: None,
-        model_id: None,
-        prompt_version: classifier.prompt_version().to_owned(),
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_usd: None,
-        pages: None,
-        text_chars: None,
-        classified_at: Utc::now(),
-        source: Source::Manual,
-        attempts: 0,
-    };
+    let mut record = LabelRecord::new(
+        format!("file://{}", absolute.display()),
+        String::new(),
+        path.display().to_string(),
+        classifier.prompt_version().to_owned(),
+        Source::Manual,
+    );
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -98,7 +81,7 @@ pub async fn classify_file(
     match extracted {
         Err(e) => {
             record.failure = Some(e.reason());
-            record.detail = Some(format!("{e}."));
+            record.detail = Some(e.detail());
             record.pages = e.pages();
         }
         Ok(x) => {

@@ -62,6 +62,18 @@ impl ExtractError {
         }
     }
 
+    /// One sentence for the record's `detail`.
+    pub fn detail(&self) -> String {
+        let text = self.to_string();
+        let mut chars = text.chars();
+        let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+        out.push_str(chars.as_str());
+        if !out.ends_with('.') {
+            out.push('.');
+        }
+        out
+    }
+
     /// Pages seen, when the document could be opened.
     pub fn pages(&self) -> Option<u32> {
         match self {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use docsort_schema::{Delivery, FailureReason, Job, LabelRecord, Status};
 
 use crate::classify::{Classifier, ClassifyError};
@@ -211,7 +210,7 @@ impl Worker {
         let extracted = match extracted {
             Ok(x) => x,
             Err(e) => {
-                let detail = sentence(&e.to_string());
+                let detail = e.detail();
                 return self.write_failure(job, meta, e.reason(), &detail, e.pages(), existing).await;
             }
         };
@@ -270,39 +269,14 @@ impl Worker {
     fn base_record(&self, job: &Job, meta: &ObjectMeta, existing: Option<&LabelRecord>, reached_model: bool) -> LabelRecord {
         let same_object = existing.filter(|r| r.etag.is_some() && r.etag == meta.etag);
         let attempts = same_object.map_or(0, |r| r.attempts) + u32::from(reached_model);
-        LabelRecord {
-            uri: job.uri(),
-            bucket: job.bucket.clone(),
-            key: job.key.clone(),
-            version_id: meta.version_id.clone(),
-            etag: meta.etag.clone(),
-            size_bytes: meta.size,
-            last_modified: meta.last_modified,
-            status: Status::Labeled,
-            label: None,
-            failure: None,
-            detail: None,
-            model_id: None,
-            prompt_version: self.classifier.prompt_version().to_owned(),
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: None,
-            pages: None,
-            text_chars: None,
-            classified_at: Utc::now(),
-            source: job.source,
-            attempts,
-        }
+        let mut record = LabelRecord::new(job.uri(), job.bucket.clone(), job.key.clone(), self.classifier.prompt_version().to_owned(), job.source);
+        record.status = Status::Labeled;
+        record.version_id = meta.version_id.clone();
+        record.etag = meta.etag.clone();
+        record.size_bytes = meta.size;
+        record.last_modified = meta.last_modified;
+        record.attempts = attempts;
+        record
     }
 }
 
-/// "the PDF is x" -> "The PDF is x."
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
-    out.push_str(chars.as_str());
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
-}
