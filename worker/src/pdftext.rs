@@ -126,9 +126,87 @@ impl Predefined {
     }
 }
 
+/// A simple font's code -> text table: base encoding plus Differences, where
+/// unknown glyph names leave a gap instead of spoiling the whole font.
+type SimpleTable = Box<[Option<char>; 256]>;
+
+/// Decodes one byte through a throwaway font dictionary whose /Encoding is
+/// `encoding` (lopdf keeps its glyph-name and base-encoding tables private).
+fn decode_with(doc: &Document, encoding: Object, byte: u8) -> Option<char> {
+    let mut font = Dictionary::new();
+    font.set("Type", Object::Name(b"Font".to_vec()));
+    font.set("Encoding", encoding);
+    let enc = font.get_font_encoding(doc).ok()?;
+    let text = enc.bytes_to_string(&[byte]).ok()?;
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c != '\u{fffd}' && c != '\0' => Some(c),
+        _ => None,
+    }
+}
+
+/// The character a glyph name stands for: `uniXXXX`, `uXXXX[XX]`, or an Adobe
+/// Glyph List name (through lopdf); `None` for names like `g18` or `.notdef`.
+fn glyph_char(doc: &Document, name: &[u8]) -> Option<char> {
+    if let Ok(n) = std::str::from_utf8(name) {
+        let hex = n.strip_prefix("uni").filter(|h| h.len() >= 4).map(|h| &h[..4]).or_else(|| n.strip_prefix('u').filter(|h| (4..=6).contains(&h.len())));
+        if let Some(c) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
+            return Some(c);
+        }
+    }
+    if name.starts_with(b".") {
+        return None;
+    }
+    let mut diff = Dictionary::new();
+    diff.set("Differences", Object::Array(vec![Object::Integer(65), Object::Name(name.to_vec())]));
+    decode_with(doc, Object::Dictionary(diff), 65)
+}
+
+fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
+    let symbol = font.get(b"BaseFont").and_then(Object::as_name).is_ok_and(|n| n.ends_with(b"Symbol"));
+    let known = |n: &[u8]| matches!(n, b"WinAnsiEncoding" | b"MacRomanEncoding" | b"MacExpertEncoding" | b"StandardEncoding");
+    let mut base: Vec<u8> = if symbol { b"SymbolEncoding".to_vec() } else { b"StandardEncoding".to_vec() };
+    let encoding = font.get(b"Encoding").ok().and_then(|o| doc.dereference(o).ok()).map(|(_, o)| o);
+    let mut differences: Option<&Vec<Object>> = None;
+    match encoding {
+        Some(Object::Name(name)) if known(name) => base = name.clone(),
+        Some(Object::Dictionary(d)) => {
+            if let Ok(name) = d.get(b"BaseEncoding").and_then(Object::as_name) {
+                if known(name) {
+                    base = name.to_vec();
+                }
+            }
+            differences = d.get(b"Differences").ok().and_then(|o| array(doc, o));
+        }
+        _ => {}
+    }
+    let mut table: SimpleTable = Box::new([None; 256]);
+    if base != b"SymbolEncoding" {
+        for code in 0..=255u8 {
+            table[usize::from(code)] = decode_with(doc, Object::Name(base.clone()), code);
+        }
+    }
+    let mut code = 0usize;
+    for item in differences.into_iter().flatten() {
+        match item {
+            Object::Integer(i) => code = usize::try_from(*i).unwrap_or(256),
+            Object::Name(name) => {
+                if code < 256 {
+                    table[code] = glyph_char(doc, name);
+                }
+                code += 1;
+            }
+            _ => {}
+        }
+    }
+    table
+}
+
 /// What the extractor needs of a font.
 struct Font<'a> {
     encoding: Option<Encoding<'a>>,
+    /// Simple fonts: the code table (used when there is no ToUnicode, or it lacks a code).
+    simple: Option<SimpleTable>,
     /// Codes of a predefined CJK CMap (no ToUnicode).
     predefined: Option<Predefined>,
     /// Codes are two bytes (Type0 / CID fonts).
@@ -142,8 +220,22 @@ impl Font<'_> {
     fn decode(&self, code: &[u8], out: &mut String) {
         if let Some(p) = &self.predefined {
             p.decode(code, out);
-        } else if let Some(enc) = &self.encoding {
-            let start = out.len();
+            return;
+        }
+        let start = out.len();
+        if let Some(enc @ Encoding::UnicodeMapEncoding(_)) = &self.encoding {
+            if enc.write_to_string(code, out).is_ok() && !out[start..].is_empty() && !out[start..].contains('\u{fffd}') {
+                return;
+            }
+            out.truncate(start);
+        }
+        if let (Some(table), [byte]) = (&self.simple, code) {
+            if let Some(c) = table[usize::from(*byte)] {
+                out.push(c);
+            }
+            return;
+        }
+        if let Some(enc) = &self.encoding {
             if enc.write_to_string(code, out).is_err() {
                 out.truncate(start);
             }
@@ -245,7 +337,8 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
             .unwrap_or(if subtype == b"Type3" { 0.0 } else { 500.0 });
         Widths::Simple { first, widths, missing }
     };
-    Font { encoding, predefined, two_byte, widths, scale }
+    let simple = (!two_byte && subtype != b"Type3").then(|| simple_table(doc, font));
+    Font { encoding, simple, predefined, two_byte, widths, scale }
 }
 
 #[derive(Clone)]
@@ -260,12 +353,15 @@ struct GraphicsState<'a> {
     rise: f32,
 }
 
-/// Where the previous glyph ended (device space).
+/// Where the previous glyph ended (device space), and its baseline direction.
 #[derive(Clone, Copy)]
 struct Pen {
     x: f32,
     y: f32,
     size: f32,
+    /// Unit vector along the baseline.
+    ux: f32,
+    uy: f32,
 }
 
 /// Why extraction produced what it did.
@@ -346,6 +442,8 @@ impl<'a> Interpreter<'a> {
             } else {
                 self.place(x, y, size, &glyph);
             }
+            let len = (trm[0] * trm[0] + trm[1] * trm[1]).sqrt().max(1e-6);
+            let (ux, uy) = (trm[0] / len, trm[1] / len);
             // Predefined CMaps map codes to CIDs we do not know: use the default width.
             let w0 = match (&font.predefined, code_bytes.len()) {
                 (Some(_), 1) => 500.0,
@@ -356,7 +454,7 @@ impl<'a> Interpreter<'a> {
             *tm = mul(&[1.0, 0.0, 0.0, 1.0, tx, 0.0], tm);
             let end = mul(&[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise], &mul(tm, &gs.ctm));
             if !glyph.is_empty() {
-                self.pen = Some(Pen { x: end[4], y: end[5], size });
+                self.pen = Some(Pen { x: end[4], y: end[5], size, ux, uy });
             }
         }
     }
@@ -364,14 +462,16 @@ impl<'a> Interpreter<'a> {
     fn place(&mut self, x: f32, y: f32, size: f32, glyph: &str) {
         if let Some(pen) = self.pen {
             let height = pen.size.max(size);
-            let dy = (y - pen.y).abs();
-            let dx = x - pen.x;
+            // Distances along and across the baseline, so rotated text spaces too.
+            let (ex, ey) = (x - pen.x, y - pen.y);
+            let dx = ex * pen.ux + ey * pen.uy;
+            let dy = (ey * pen.ux - ex * pen.uy).abs();
             let ends_blank = self.out.ends_with([' ', '\n']) || self.out.is_empty();
             if dy > 0.5 * height {
                 if !self.out.ends_with('\n') {
                     self.newline();
                 }
-            } else if (dx > 0.18 * height || dx < -1.5 * height) && !ends_blank && !glyph.starts_with(' ') {
+            } else if (dx > 0.1 * height || dx < -1.5 * height) && !ends_blank && !glyph.starts_with(' ') {
                 self.out.push(' ');
             }
         }
