@@ -327,7 +327,7 @@ impl Classifier {
             ClassifierKind::Local => {
                 let dir = config.local_model_dir.clone().unwrap_or_else(crate::local::default_model_dir);
                 let started = std::time::Instant::now();
-                let local = crate::local::LocalClassifier::load(&dir, prompt, max_text_chars)?;
+                let local = crate::local::LocalClassifier::load(&dir, prompt, max_text_chars, config.local_doc_tokens as usize)?;
                 tracing::info!(model = local.model_id(), dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
                 Classifier::Local(Arc::new(local))
             }

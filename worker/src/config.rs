@@ -71,6 +71,9 @@ pub struct ClassifierConfig {
     /// Which classifier answers [default: bedrock for `run`, local for `classify` and `eval`].
     #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum)]
     pub classifier: Option<ClassifierKind>,
+    /// Document tokens the local model reads (fewer: faster, less accurate).
+    #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub local_doc_tokens: u32,
     /// Folder with the local model's files (`scripts/fetch-model` puts them there)
     /// [default: ~/.cache/docsort/models/<model>].
     #[arg(long, env = "DOCSORT_LOCAL_MODEL_DIR")]

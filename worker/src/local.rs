@@ -2,7 +2,7 @@
 //! the taxonomy's labels, on the CPU, with no network.
 //!
 //! One forward pass per document: the prompt holds the document's first
-//! [`DOC_TOKENS`] tokens, then the question with the category list; the label
+//! `doc_tokens` tokens (256 by default), then the question with the category list; the label
 //! whose first token has the highest logit wins. The answer is always a
 //! category, so there is never an unparseable answer. The tokenizer is built
 //! from the GGUF's own vocabulary and merges (byte-level BPE, Qwen2 pre-split).
@@ -33,8 +33,6 @@ use crate::classify::Classification;
 pub const MODEL_NAME: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
 /// The weights file inside the model folder.
 pub const MODEL_FILE: &str = "model.gguf";
-/// Document tokens read per document.
-pub const DOC_TOKENS: usize = 256;
 /// Qwen2's pre-tokenizer split (as in its tokenizer.json).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -83,6 +81,7 @@ pub struct LocalClassifier {
     version: String,
     prompt: Arc<Prompt>,
     max_text_chars: usize,
+    doc_tokens: usize,
     tokenizer: Tokenizer,
     /// First token of each category, in taxonomy order.
     label_tokens: Vec<u32>,
@@ -99,7 +98,7 @@ impl std::fmt::Debug for LocalClassifier {
 
 impl LocalClassifier {
     /// Loads the model in `dir` for `prompt`'s taxonomy.
-    pub fn load(dir: &Path, prompt: Arc<Prompt>, max_text_chars: usize) -> Result<Self, LocalError> {
+    pub fn load(dir: &Path, prompt: Arc<Prompt>, max_text_chars: usize, doc_tokens: usize) -> Result<Self, LocalError> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
             return Err(LocalError::Missing { path });
@@ -129,6 +128,7 @@ impl LocalClassifier {
         let mut hash = Sha256::new();
         hash.update(MODEL_NAME.as_bytes());
         hash.update(prompt.version().as_bytes());
+        hash.update((doc_tokens as u64).to_le_bytes());
         for ids in [&prefix, &suffix] {
             for id in ids.iter() {
                 hash.update(id.to_le_bytes());
@@ -140,6 +140,7 @@ impl LocalClassifier {
             version,
             prompt,
             max_text_chars,
+            doc_tokens,
             tokenizer,
             label_tokens,
             prefix,
@@ -173,7 +174,7 @@ impl LocalClassifier {
         let doc = budget_text(text, self.max_text_chars);
         let doc_ids = self.tokenizer.encode(doc.as_str(), false).map_err(inference)?.get_ids().to_vec();
         let mut ids = self.prefix.clone();
-        ids.extend_from_slice(&doc_ids[..doc_ids.len().min(DOC_TOKENS)]);
+        ids.extend_from_slice(&doc_ids[..doc_ids.len().min(self.doc_tokens)]);
         ids.extend_from_slice(&self.suffix);
         let logits = {
             let mut model = self.model.lock().map_err(|_| LocalError::Crashed("model lock poisoned".into()))?;
