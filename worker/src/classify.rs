@@ -52,11 +52,6 @@ pub enum ClassifyError {
 }
 
 impl ClassifyError {
-    /// Whether the model service asked us to slow down.
-    pub fn is_throttling(&self) -> bool {
-        matches!(self, ClassifyError::Model { kind, .. } if kind == "ThrottlingException")
-    }
-
     /// Whether retrying later may help (throttling, timeouts, 5xx) rather than a
     /// configuration problem (unknown model, access denied, invalid request).
     pub fn is_transient(&self) -> bool {

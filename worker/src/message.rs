@@ -121,7 +121,14 @@ impl Worker {
                 Ok(outcome) => self.log_outcome(message_id, &uri, &outcome),
                 Err(e) => {
                     Metrics::inc(&self.metrics.retried);
-                    tracing::warn!(message_id, %uri, receive_count, error = &e as &dyn std::error::Error, "transient failure; message left for redelivery");
+                    if matches!(&e, JobError::Classify(c) if !c.is_transient()) {
+                        tracing::error!(
+                            message_id, %uri, error = &e as &dyn std::error::Error,
+                            "the model rejected the call (check --model-id, the region and bedrock:InvokeModel); message left for redelivery"
+                        );
+                    } else {
+                        tracing::warn!(message_id, %uri, receive_count, error = &e as &dyn std::error::Error, "transient failure; message left for redelivery");
+                    }
                     disposition = Disposition::Leave;
                 }
             }
