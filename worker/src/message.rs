@@ -162,12 +162,7 @@ impl Worker {
     pub async fn process(&self, job: &Job, message_id: &str) -> Result<JobOutcome, JobError> {
         let prompt_version = self.classifier.prompt_version();
         let existing = self.store.get(&job.uri()).await?;
-        let done = |etag: Option<&str>| {
-            existing.as_ref().is_some_and(|r| {
-                r.status == Status::Labeled && r.prompt_version == prompt_version && etag.is_some() && r.etag.as_deref() == etag
-            })
-        };
-        if done(job.etag.as_deref().map(normalise_etag).as_deref()) {
+        if labeled_already(existing.as_ref(), prompt_version, job.etag.as_deref().map(normalise_etag).as_deref()) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
         let fetched = match fetch(&self.s3, job, self.bounds.max_object_bytes).await {
@@ -183,7 +178,7 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         let meta = fetched.meta;
-        if done(meta.etag.as_deref()) {
+        if labeled_already(existing.as_ref(), prompt_version, meta.etag.as_deref()) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
         if let (Some(stored), Some(ours)) = (existing.as_ref().and_then(|r| r.last_modified), meta.last_modified) {
@@ -197,7 +192,14 @@ impl Worker {
         if self.store.acquire_lease(&uri, &etag, &owner, self.bounds.lease_ttl).await? == Lease::HeldElsewhere {
             return Ok(JobOutcome::Deferred);
         }
-        let outcome = self.classify_and_store(job, fetched.bytes, &meta, existing.as_ref()).await;
+        // Another delivery may have stored the label between our read and the
+        // lease (its holder had just released it): read again under the lease.
+        let existing = self.store.get(&uri).await?;
+        let outcome = if labeled_already(existing.as_ref(), prompt_version, meta.etag.as_deref()) {
+            Ok(JobOutcome::AlreadyLabeled)
+        } else {
+            self.classify_and_store(job, fetched.bytes, &meta, existing.as_ref()).await
+        };
         if let Err(e) = self.store.release_lease(&uri, &owner).await {
             tracing::warn!(%uri, error = &e as &dyn std::error::Error, "cannot release lease; it expires by itself");
         }
@@ -287,3 +289,7 @@ impl Worker {
     }
 }
 
+/// Whether `record` is a label for the object with `etag` under `prompt_version`.
+fn labeled_already(record: Option<&LabelRecord>, prompt_version: &str, etag: Option<&str>) -> bool {
+    record.is_some_and(|r| r.status == Status::Labeled && r.prompt_version == prompt_version && etag.is_some() && r.etag.as_deref() == etag)
+}
