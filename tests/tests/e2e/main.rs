@@ -3,6 +3,7 @@
 //! One test binary; one module per concern.
 
 mod common;
+mod extraction;
 mod faults;
 mod infra;
 mod local;
