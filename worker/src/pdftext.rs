@@ -686,3 +686,77 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
     result.text = it.out;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use lopdf::{dictionary, Stream};
+
+    use super::*;
+
+    /// A one-page PDF whose page content is `content`, with Helvetica as /F1 and
+    /// the given Form XObjects (name, content; each may draw /F1 and the others).
+    fn pdf(content: &str, forms: &[(&str, &str)]) -> Document {
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
+        });
+        let form_ids: Vec<(String, ObjectId)> = forms.iter().map(|(name, _)| ((*name).to_owned(), doc.new_object_id())).collect();
+        let mut xobjects = Dictionary::new();
+        for (name, id) in &form_ids {
+            xobjects.set(name.as_bytes().to_vec(), Object::Reference(*id));
+        }
+        let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font }, "XObject" => xobjects });
+        for ((_, body), (_, id)) in forms.iter().zip(&form_ids) {
+            let dict = dictionary! { "Type" => "XObject", "Subtype" => "Form", "BBox" => vec![0.into(), 0.into(), 600.into(), 800.into()], "Resources" => resources };
+            doc.objects.insert(*id, Object::Stream(Stream::new(dict, body.as_bytes().to_vec())));
+        }
+        let contents = doc.add_object(Stream::new(dictionary! {}, content.as_bytes().to_vec()));
+        let page = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents, "Resources" => resources });
+        doc.objects.insert(pages_id, Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1, "MediaBox" => vec![0.into(), 0.into(), 600.into(), 800.into()],
+        }));
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        doc
+    }
+
+    fn text(content: &str, forms: &[(&str, &str)]) -> String {
+        extract_pages(&pdf(content, forms), 0).text.trim().to_owned()
+    }
+
+    #[test]
+    fn word_gaps_come_from_positions_not_strings() {
+        assert_eq!(text("BT /F1 12 Tf 72 700 Td [(Hello) -400 (World)] TJ ET", &[]), "Hello World");
+        assert_eq!(text("BT /F1 12 Tf 72 700 Td [(Hel) -15 (lo)] TJ ET", &[]), "Hello");
+        assert_eq!(text("BT /F1 12 Tf 72 700 Td (Total) Tj 100 0 Td (42) Tj ET", &[]), "Total 42");
+        assert_eq!(text("BT /F1 12 Tf 72 700 Td (first) Tj 0 -20 Td (second) Tj ET", &[]), "first\nsecond");
+    }
+
+    #[test]
+    fn rotated_text_keeps_its_spaces_and_lines() {
+        let rotated = "q 0 1 -1 0 500 100 cm BT /F1 12 Tf 0 0 Td (DOCUMENT) Tj 70 0 Td (NO.) Tj 0 -20 Td (DATE) Tj ET Q";
+        assert_eq!(text(rotated, &[]), "DOCUMENT NO.\nDATE");
+    }
+
+    #[test]
+    fn form_xobjects_are_read_and_cycles_stop() {
+        let page = "q 1 0 0 1 0 0 cm /Fm1 Do Q";
+        let forms = [("Fm1", "BT /F1 12 Tf 72 700 Td (inside the form) Tj ET /Fm2 Do"), ("Fm2", "/Fm1 Do BT /F1 12 Tf 72 600 Td (nested) Tj ET")];
+        let got = text(page, &forms);
+        assert_eq!(got.matches("inside the form").count(), 1, "{got}");
+        assert!(got.contains("nested"), "{got}");
+    }
+
+    #[test]
+    fn extraction_stops_at_the_budget() {
+        let lines: String = (0..50).map(|i| format!("(line{i:02} aaaaaaaaaa) Tj 0 -14 Td ")).collect();
+        let result = extract_pages(&pdf(&format!("BT /F1 12 Tf 72 780 Td {lines} ET"), &[]), 40);
+        assert!(result.text.contains("line00") && !result.text.contains("line10"), "{}", result.text);
+    }
+
+    #[test]
+    fn right_to_left_lines_come_out_in_logical_order() {
+        assert_eq!(visual_to_logical("םולש 2026 abc"), "abc 2026 שלום");
+    }
+}
