@@ -184,20 +184,7 @@ pub async fn corpus_run(dir: &std::path::Path) -> CorpusReport {
     report
 }
 
-/// Every `.pdf` under `dir`, sorted.
+/// Every `.pdf` under `dir`, sorted (the same walk as `docsort-worker classify`).
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdf")) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
+    docsort_worker::batch::collect_pdfs(&[dir.to_path_buf()]).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
 }

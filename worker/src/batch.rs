@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use docsort_schema::{FailureReason, LabelRecord, Source, Status};
+use docsort_schema::{FailureReason, LabelRecord, Source};
 use serde::Serialize;
 
 use crate::classify::{Classifier, ClassifyError};
 use crate::extract::{extract_bounded, Isolation};
-use crate::pricing::price_for;
 
 /// One classified file: its path and the label record the pool would write.
 #[derive(Debug, Clone, Serialize)]
@@ -85,27 +84,9 @@ pub async fn classify_file(
             record.pages = e.pages();
         }
         Ok(x) => {
-            record.pages = Some(x.pages);
-            record.text_chars = Some(x.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
             let answer = classifier.classify(&x.text).await?;
-            record.model_id = Some(classifier.model_id().to_owned());
-            record.input_tokens = answer.input_tokens;
-            record.output_tokens = answer.output_tokens;
             record.attempts = 1;
-            record.cost_usd = match classifier {
-                Classifier::Local(_) => Some(0.0),
-                Classifier::Bedrock(_) => price_for(classifier.model_id()).map(|p| p.cost(answer.input_tokens, answer.output_tokens)),
-            };
-            match answer.label {
-                Ok(label) => {
-                    record.status = Status::Labeled;
-                    record.label = Some(label);
-                }
-                Err(e) => {
-                    record.failure = Some(FailureReason::UnparseableAnswer);
-                    record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
-                }
-            }
+            classifier.fill_record(&mut record, &x, answer);
         }
     }
     Ok(FileResult { path: path.to_owned(), record, elapsed: started.elapsed() })

@@ -13,9 +13,10 @@ use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput 
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message, SystemContentBlock,
 };
-use docsort_schema::{AnswerError, Prompt};
+use docsort_schema::{AnswerError, FailureReason, LabelRecord, Prompt, Status};
 use rand::Rng;
 
+use crate::extract::Extracted;
 use crate::gate::ModelGate;
 use crate::metrics::Metrics;
 
@@ -90,6 +91,8 @@ pub struct BedrockClassifier {
     gate: Arc<ModelGate>,
     attempts: u32,
     metrics: Arc<Metrics>,
+    /// On-demand price of `model_id`, when known.
+    price: Option<crate::pricing::Price>,
 }
 
 /// Settings of a [`BedrockClassifier`].
@@ -114,6 +117,10 @@ impl BedrockClassifier {
         gate: Arc<ModelGate>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let price = crate::pricing::price_for(&settings.model_id);
+        if price.is_none() {
+            tracing::warn!(model_id = %settings.model_id, "no price known for this model: records will have no cost_usd");
+        }
         BedrockClassifier {
             client,
             model_id: settings.model_id,
@@ -123,6 +130,7 @@ impl BedrockClassifier {
             gate,
             attempts: settings.attempts.max(1),
             metrics,
+            price,
         }
     }
 
@@ -264,6 +272,38 @@ impl Classifier {
         match self {
             Classifier::Bedrock(c) => c.max_text_chars(),
             Classifier::Local(c) => c.max_text_chars(),
+        }
+    }
+
+    /// Cost of a classification in USD: Bedrock's price table, 0 for the local
+    /// model, `None` for a Bedrock model with no known price.
+    pub fn cost(&self, answer: &Classification) -> Option<f64> {
+        match self {
+            Classifier::Bedrock(c) => c.price.map(|p| p.cost(answer.input_tokens, answer.output_tokens)),
+            Classifier::Local(_) => Some(0.0),
+        }
+    }
+
+    /// Writes what extraction and the model produced into `record`: model,
+    /// tokens, cost, pages, text size, and the label, or
+    /// `failed/unparseable_answer`. `attempts` is the caller's.
+    pub fn fill_record(&self, record: &mut LabelRecord, extracted: &Extracted, answer: Classification) {
+        record.model_id = Some(self.model_id().to_owned());
+        record.input_tokens = answer.input_tokens;
+        record.output_tokens = answer.output_tokens;
+        record.cost_usd = self.cost(&answer);
+        record.pages = Some(extracted.pages);
+        record.text_chars = Some(extracted.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
+        match answer.label {
+            Ok(label) => {
+                record.status = Status::Labeled;
+                record.label = Some(label);
+            }
+            Err(e) => {
+                record.status = Status::Failed;
+                record.failure = Some(FailureReason::UnparseableAnswer);
+                record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
+            }
         }
     }
 

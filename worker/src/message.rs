@@ -10,7 +10,6 @@ use crate::classify::{Classifier, ClassifyError};
 use crate::extract::{extract_bounded, Isolation};
 use crate::fetch::{fetch, normalise_etag, FetchError, ObjectMeta};
 use crate::metrics::Metrics;
-use crate::pricing::{price_for, Price};
 use crate::store::{LabelStore, Lease, StoreError, Written};
 
 /// Whether a message is finished.
@@ -68,7 +67,6 @@ pub struct Worker {
     store: LabelStore,
     classifier: Classifier,
     bounds: Bounds,
-    price: Option<Price>,
     metrics: Arc<Metrics>,
     /// Distinguishes this process's leases from other workers'.
     instance: String,
@@ -78,12 +76,8 @@ impl Worker {
     /// A worker that reads with `s3`, writes to `store` and asks `classifier`,
     /// counting into `metrics`.
     pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: Classifier, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
-        let price = price_for(classifier.model_id());
-        if price.is_none() {
-            tracing::warn!(model_id = classifier.model_id(), "no price known for this model: records will have no cost_usd");
-        }
         let instance = format!("{:016x}", rand::random::<u64>());
-        Worker { s3, store, classifier, bounds, price, metrics, instance }
+        Worker { s3, store, classifier, bounds, metrics, instance }
     }
 
     /// The run's counters.
@@ -228,26 +222,13 @@ impl Worker {
         Metrics::add(&self.metrics.input_tokens, answer.input_tokens);
         Metrics::add(&self.metrics.output_tokens, answer.output_tokens);
         let mut record = self.base_record(job, meta, existing, true);
-        record.model_id = Some(self.classifier.model_id().to_owned());
-        record.input_tokens = answer.input_tokens;
-        record.output_tokens = answer.output_tokens;
-        record.cost_usd = self.price.map(|p| p.cost(answer.input_tokens, answer.output_tokens));
+        self.classifier.fill_record(&mut record, &extracted, answer);
         if let Some(cost) = record.cost_usd {
             Metrics::add(&self.metrics.cost_nano_usd, (cost * 1e9).round() as u64);
         }
-        record.pages = Some(extracted.pages);
-        record.text_chars = Some(extracted.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
-        let outcome = match answer.label {
-            Ok(label) => {
-                record.label = Some(label.clone());
-                JobOutcome::Labeled(label)
-            }
-            Err(e) => {
-                record.status = Status::Failed;
-                record.failure = Some(FailureReason::UnparseableAnswer);
-                record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
-                JobOutcome::Failed(FailureReason::UnparseableAnswer)
-            }
+        let outcome = match &record.label {
+            Some(label) => JobOutcome::Labeled(label.clone()),
+            None => JobOutcome::Failed(FailureReason::UnparseableAnswer),
         };
         Ok(match self.store.put(&record).await? {
             Written::Stored => outcome,
