@@ -12,7 +12,9 @@ pub struct ListError {
     bucket: String,
     prefix: String,
     #[source]
-    source: Box<aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error>>,
+    source: Box<
+        aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error>,
+    >,
 }
 
 /// Whether a key names a PDF (by its extension, any case).
@@ -30,9 +32,18 @@ pub async fn backfill(
     progress: &ProgressBar,
 ) -> Result<EnqueueSummary, ListError> {
     let mut summary = EnqueueSummary::default();
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| ListError { bucket: bucket.into(), prefix: prefix.into(), source: Box::new(e) })?;
+        let page = page.map_err(|e| ListError {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            source: Box::new(e),
+        })?;
         let jobs: Vec<Job> = page
             .contents()
             .iter()

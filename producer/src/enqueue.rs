@@ -25,7 +25,11 @@ pub struct EnqueueSummary {
 
 impl std::fmt::Display for EnqueueSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "listed {} / enqueued {} / failed {}", self.listed, self.enqueued, self.failed)
+        write!(
+            f,
+            "listed {} / enqueued {} / failed {}",
+            self.listed, self.enqueued, self.failed
+        )
     }
 }
 
@@ -39,7 +43,9 @@ pub struct BadUri {
 
 /// Parses `s3://bucket/key` into a manual job.
 pub fn parse_uri(uri: &str) -> Result<Job, BadUri> {
-    let bad = || BadUri { uri: uri.to_owned() };
+    let bad = || BadUri {
+        uri: uri.to_owned(),
+    };
     let rest = uri.trim().strip_prefix("s3://").ok_or_else(bad)?;
     let (bucket, key) = rest.split_once('/').ok_or_else(bad)?;
     if bucket.is_empty() || key.is_empty() {
@@ -59,7 +65,11 @@ pub struct Sender {
 impl Sender {
     /// A sender to `queue_url` with `concurrency` batches in flight.
     pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String, concurrency: usize) -> Self {
-        Sender { sqs, queue_url, concurrency: concurrency.max(1) }
+        Sender {
+            sqs,
+            queue_url,
+            concurrency: concurrency.max(1),
+        }
     }
 
     /// Sends `jobs`; returns how many were accepted and how many failed.
@@ -76,7 +86,11 @@ impl Sender {
             .collect()
             .await;
         let (enqueued, failed) = results.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
-        EnqueueSummary { listed: 0, enqueued, failed }
+        EnqueueSummary {
+            listed: 0,
+            enqueued,
+            failed,
+        }
     }
 
     /// Sends up to 10 jobs, retrying entries that failed on SQS's side; returns
@@ -89,14 +103,29 @@ impl Sender {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, job)| {
-                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(job.to_body()).build().ok()
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(job.to_body())
+                        .build()
+                        .ok()
                 })
                 .collect::<Vec<_>>();
-            let retry: Vec<Job> = match self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
+            let retry: Vec<Job> = match self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
                 Ok(out) => {
                     let mut retry = Vec::new();
                     for failed in out.failed() {
-                        let job = failed.id().parse::<usize>().ok().and_then(|i| pending.get(i));
+                        let job = failed
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| pending.get(i));
                         let Some(job) = job else { continue };
                         if failed.sender_fault() {
                             tracing::error!(uri = %job.uri(), code = failed.code(), message = failed.message(), "queue rejected job");
@@ -109,7 +138,10 @@ impl Sender {
                         return rejected as u64;
                     }
                     if attempt >= ATTEMPTS {
-                        tracing::error!(jobs = retry.len(), "giving up on jobs after {ATTEMPTS} attempts");
+                        tracing::error!(
+                            jobs = retry.len(),
+                            "giving up on jobs after {ATTEMPTS} attempts"
+                        );
                         return (rejected + retry.len()) as u64;
                     }
                     // Entries rejected as the sender's fault are not retried.
@@ -118,10 +150,18 @@ impl Sender {
                 }
                 Err(e) => {
                     if attempt >= ATTEMPTS {
-                        tracing::error!(jobs = pending.len(), error = &e as &dyn std::error::Error, "giving up on batch");
+                        tracing::error!(
+                            jobs = pending.len(),
+                            error = &e as &dyn std::error::Error,
+                            "giving up on batch"
+                        );
                         return pending.len() as u64;
                     }
-                    tracing::warn!(error = &e as &dyn std::error::Error, attempt, "batch send failed; retrying");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        attempt,
+                        "batch send failed; retrying"
+                    );
                     pending.clone()
                 }
             };
@@ -138,7 +178,10 @@ mod tests {
     #[test]
     fn uris_parse_with_keys_as_given() {
         let job = parse_uri("s3://docs/in box/a+b é.pdf").unwrap();
-        assert_eq!((job.bucket.as_str(), job.key.as_str(), job.source), ("docs", "in box/a+b é.pdf", Source::Manual));
+        assert_eq!(
+            (job.bucket.as_str(), job.key.as_str(), job.source),
+            ("docs", "in box/a+b é.pdf", Source::Manual)
+        );
         for bad in ["docs/a.pdf", "s3://docs", "s3:///a.pdf", "s3://docs/"] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }

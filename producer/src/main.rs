@@ -28,9 +28,12 @@ async fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -38,7 +41,11 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> Sender {
-    Sender::new(aws_sdk_sqs::Client::new(sdk), queue.queue_url.clone(), queue.send_concurrency as usize)
+    Sender::new(
+        aws_sdk_sqs::Client::new(sdk),
+        queue.queue_url.clone(),
+        queue.send_concurrency as usize,
+    )
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -70,7 +77,14 @@ async fn run_backfill(sdk: &aws_config::SdkConfig, args: BackfillArgs) -> anyhow
         .await
         .with_context(|| format!("backfill of s3://{}/{} stopped", args.bucket, args.prefix))?;
     bar.finish_and_clear();
-    finish(summary, if args.dry_run { "backfill (dry run, nothing sent)" } else { "backfill" })
+    finish(
+        summary,
+        if args.dry_run {
+            "backfill (dry run, nothing sent)"
+        } else {
+            "backfill"
+        },
+    )
 }
 
 async fn run_enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::Result<()> {
@@ -88,7 +102,9 @@ async fn run_enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::
     let jobs = uris
         .iter()
         .enumerate()
-        .map(|(i, u)| parse_uri(u).with_context(|| format!("URI #{} (expected s3://bucket/key)", i + 1)))
+        .map(|(i, u)| {
+            parse_uri(u).with_context(|| format!("URI #{} (expected s3://bucket/key)", i + 1))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bar = progress(jobs.len() as u64);
     let listed = jobs.len() as u64;
@@ -100,6 +116,11 @@ async fn run_enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::
 
 /// Path-style addressing for custom endpoints (local stand-ins, S3-compatible stores).
 fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let custom_endpoint = sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(custom_endpoint).build())
+    let custom_endpoint =
+        sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(custom_endpoint)
+            .build(),
+    )
 }

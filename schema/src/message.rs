@@ -62,7 +62,14 @@ pub struct Job {
 impl Job {
     /// A job for an object, in the current message version.
     pub fn new(bucket: impl Into<String>, key: impl Into<String>, source: Source) -> Self {
-        Job { v: JOB_VERSION, bucket: bucket.into(), key: key.into(), version_id: None, etag: None, source }
+        Job {
+            v: JOB_VERSION,
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id: None,
+            etag: None,
+            source,
+        }
     }
 
     /// `s3://bucket/key`, the labels table's partition key.
@@ -101,7 +108,11 @@ pub enum MessageError {
         source: serde_json::Error,
     },
     #[error("{kind} record #{index} lacks {field}")]
-    MissingField { kind: &'static str, index: usize, field: &'static str },
+    MissingField {
+        kind: &'static str,
+        index: usize,
+        field: &'static str,
+    },
     #[error("S3 notification key {key:?} is not valid URL-encoded UTF-8")]
     BadKeyEncoding { key: String },
 }
@@ -125,8 +136,11 @@ impl Delivery {
             return parse_s3_event(value);
         }
         if obj.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
-            let sns: SnsMessage = serde_json::from_value(value)
-                .map_err(|source| MessageError::Malformed { kind: "SNS notification", source })?;
+            let sns: SnsMessage =
+                serde_json::from_value(value).map_err(|source| MessageError::Malformed {
+                    kind: "SNS notification",
+                    source,
+                })?;
             let inner: Value = serde_json::from_str(&sns.message).map_err(MessageError::NotJson)?;
             return Self::from_value(inner, depth + 1);
         }
@@ -143,8 +157,10 @@ fn parse_job(v: &Value, value: Value) -> Result<Delivery, MessageError> {
         Some(other) => return Err(MessageError::UnsupportedVersion(other)),
         None => return Err(MessageError::UnknownShape),
     }
-    let job: Job = serde_json::from_value(value)
-        .map_err(|source| MessageError::Malformed { kind: "docsort job", source })?;
+    let job: Job = serde_json::from_value(value).map_err(|source| MessageError::Malformed {
+        kind: "docsort job",
+        source,
+    })?;
     Ok(Delivery::Jobs(vec![job]))
 }
 
@@ -155,12 +171,17 @@ fn parse_s3_event(mut value: Value) -> Result<Delivery, MessageError> {
     if let Some(records) = value.get_mut("Records").and_then(Value::as_array_mut) {
         for record in records.iter_mut().filter_map(Value::as_object_mut) {
             for field in ["userIdentity", "requestParameters"] {
-                record.entry(field).or_insert_with(|| Value::Object(Default::default()));
+                record
+                    .entry(field)
+                    .or_insert_with(|| Value::Object(Default::default()));
             }
         }
     }
-    let event: S3Event = serde_json::from_value(value)
-        .map_err(|source| MessageError::Malformed { kind: "S3 notification", source })?;
+    let event: S3Event =
+        serde_json::from_value(value).map_err(|source| MessageError::Malformed {
+            kind: "S3 notification",
+            source,
+        })?;
     let mut jobs = Vec::new();
     let mut ignored = Vec::new();
     for (index, record) in event.records.into_iter().enumerate() {
@@ -170,8 +191,16 @@ fn parse_s3_event(mut value: Value) -> Result<Delivery, MessageError> {
             continue;
         }
         let kind = "S3 notification";
-        let bucket = record.s3.bucket.name.ok_or(MessageError::MissingField { kind, index, field: "s3.bucket.name" })?;
-        let raw = record.s3.object.key.ok_or(MessageError::MissingField { kind, index, field: "s3.object.key" })?;
+        let bucket = record.s3.bucket.name.ok_or(MessageError::MissingField {
+            kind,
+            index,
+            field: "s3.bucket.name",
+        })?;
+        let raw = record.s3.object.key.ok_or(MessageError::MissingField {
+            kind,
+            index,
+            field: "s3.object.key",
+        })?;
         let key = decode_s3_event_key(&raw).ok_or(MessageError::BadKeyEncoding { key: raw })?;
         jobs.push(Job {
             v: JOB_VERSION,
@@ -183,7 +212,10 @@ fn parse_s3_event(mut value: Value) -> Result<Delivery, MessageError> {
         });
     }
     if jobs.is_empty() {
-        return Ok(Delivery::Ignore(format!("no ObjectCreated records (events: {})", ignored.join(", "))));
+        return Ok(Delivery::Ignore(format!(
+            "no ObjectCreated records (events: {})",
+            ignored.join(", ")
+        )));
     }
     Ok(Delivery::Jobs(jobs))
 }
@@ -213,10 +245,13 @@ fn parse_eventbridge(value: Value) -> Result<Delivery, MessageError> {
     let event: EventBridgeEvent<Value> =
         serde_json::from_value(value).map_err(|source| MessageError::Malformed { kind, source })?;
     if event.source != "aws.s3" || event.detail_type != "Object Created" {
-        return Ok(Delivery::Ignore(format!("EventBridge {} from {}", event.detail_type, event.source)));
+        return Ok(Delivery::Ignore(format!(
+            "EventBridge {} from {}",
+            event.detail_type, event.source
+        )));
     }
-    let detail: ObjectDetail =
-        serde_json::from_value(event.detail).map_err(|source| MessageError::Malformed { kind, source })?;
+    let detail: ObjectDetail = serde_json::from_value(event.detail)
+        .map_err(|source| MessageError::Malformed { kind, source })?;
     Ok(Delivery::Jobs(vec![Job {
         v: JOB_VERSION,
         bucket: detail.bucket.name,
@@ -231,7 +266,10 @@ fn parse_eventbridge(value: Value) -> Result<Delivery, MessageError> {
 /// space and `%XX` are UTF-8 bytes. `None` when the bytes are not UTF-8.
 pub fn decode_s3_event_key(raw: &str) -> Option<String> {
     let spaced = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|k| k.into_owned())
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
 }
 
 #[cfg(test)]
@@ -267,14 +305,29 @@ mod tests {
 
     #[test]
     fn job_with_unknown_version_or_fields_missing_is_an_error() {
-        assert!(matches!(Delivery::parse(r#"{"v":2,"bucket":"b","key":"k","source":"manual"}"#), Err(MessageError::UnsupportedVersion(2))));
-        assert!(matches!(Delivery::parse(r#"{"v":1,"key":"k","source":"manual"}"#), Err(MessageError::Malformed { .. })));
-        assert!(matches!(Delivery::parse(r#"{"v":1,"bucket":"b","key":"k","source":"nightly"}"#), Err(MessageError::Malformed { .. })));
+        assert!(matches!(
+            Delivery::parse(r#"{"v":2,"bucket":"b","key":"k","source":"manual"}"#),
+            Err(MessageError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            Delivery::parse(r#"{"v":1,"key":"k","source":"manual"}"#),
+            Err(MessageError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Delivery::parse(r#"{"v":1,"bucket":"b","key":"k","source":"nightly"}"#),
+            Err(MessageError::Malformed { .. })
+        ));
     }
 
     #[test]
     fn s3_notification_keys_are_form_decoded() {
-        let body = format!(r#"{{"Records":[{}]}}"#, s3_record("ObjectCreated:Put", "inbox%2FQ3+report%2Bfinal+%C3%BCn%C3%AFc%C3%B6d%C3%A9+%E6%96%87%E6%9B%B8.pdf"));
+        let body = format!(
+            r#"{{"Records":[{}]}}"#,
+            s3_record(
+                "ObjectCreated:Put",
+                "inbox%2FQ3+report%2Bfinal+%C3%BCn%C3%AFc%C3%B6d%C3%A9+%E6%96%87%E6%9B%B8.pdf"
+            )
+        );
         let j = jobs(&body);
         assert_eq!(j.len(), 1);
         assert_eq!(j[0].bucket, "docs");
@@ -298,15 +351,33 @@ mod tests {
     fn test_events_and_non_create_events_are_ignored() {
         let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-11-25T10:00:00.000Z","Bucket":"docs","RequestId":"r","HostId":"h"}"#;
         assert!(matches!(Delivery::parse(test), Ok(Delivery::Ignore(_))));
-        let removed = format!(r#"{{"Records":[{}]}}"#, s3_record("ObjectRemoved:Delete", "a.pdf"));
-        assert!(matches!(Delivery::parse(&removed), Ok(Delivery::Ignore(why)) if why.contains("ObjectRemoved:Delete")));
-        let mixed = format!(r#"{{"Records":[{},{}]}}"#, s3_record("ObjectRemoved:Delete", "a.pdf"), s3_record("ObjectCreated:CompleteMultipartUpload", "b.pdf"));
-        assert_eq!(jobs(&mixed).iter().map(|j| j.key.as_str()).collect::<Vec<_>>(), ["b.pdf"]);
+        let removed = format!(
+            r#"{{"Records":[{}]}}"#,
+            s3_record("ObjectRemoved:Delete", "a.pdf")
+        );
+        assert!(
+            matches!(Delivery::parse(&removed), Ok(Delivery::Ignore(why)) if why.contains("ObjectRemoved:Delete"))
+        );
+        let mixed = format!(
+            r#"{{"Records":[{},{}]}}"#,
+            s3_record("ObjectRemoved:Delete", "a.pdf"),
+            s3_record("ObjectCreated:CompleteMultipartUpload", "b.pdf")
+        );
+        assert_eq!(
+            jobs(&mixed)
+                .iter()
+                .map(|j| j.key.as_str())
+                .collect::<Vec<_>>(),
+            ["b.pdf"]
+        );
     }
 
     #[test]
     fn sns_wrapped_notification_is_unwrapped() {
-        let inner = format!(r#"{{"Records":[{}]}}"#, s3_record("ObjectCreated:Put", "x+y.pdf"));
+        let inner = format!(
+            r#"{{"Records":[{}]}}"#,
+            s3_record("ObjectCreated:Put", "x+y.pdf")
+        );
         let body = serde_json::json!({
             "Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
             "Subject": "Amazon S3 Notification", "Message": inner, "Timestamp": "2026-11-25T10:00:00.000Z",
@@ -319,7 +390,10 @@ mod tests {
             "Timestamp": "2026-11-25T10:00:00.000Z", "SignatureVersion": "1", "Signature": "s",
             "SigningCertURL": "c", "UnsubscribeURL": "u"
         });
-        assert!(matches!(Delivery::parse(&test_event.to_string()), Ok(Delivery::Ignore(_))));
+        assert!(matches!(
+            Delivery::parse(&test_event.to_string()),
+            Ok(Delivery::Ignore(_))
+        ));
     }
 
     #[test]
@@ -340,10 +414,25 @@ mod tests {
 
     #[test]
     fn unknown_bodies_are_errors() {
-        assert!(matches!(Delivery::parse("hello"), Err(MessageError::NotJson(_))));
-        assert!(matches!(Delivery::parse("[1,2]"), Err(MessageError::UnknownShape)));
-        assert!(matches!(Delivery::parse(r#"{"foo":1}"#), Err(MessageError::UnknownShape)));
-        let bad_key = format!(r#"{{"Records":[{}]}}"#, s3_record("ObjectCreated:Put", "%FF.pdf"));
-        assert!(matches!(Delivery::parse(&bad_key), Err(MessageError::BadKeyEncoding { .. })));
+        assert!(matches!(
+            Delivery::parse("hello"),
+            Err(MessageError::NotJson(_))
+        ));
+        assert!(matches!(
+            Delivery::parse("[1,2]"),
+            Err(MessageError::UnknownShape)
+        ));
+        assert!(matches!(
+            Delivery::parse(r#"{"foo":1}"#),
+            Err(MessageError::UnknownShape)
+        ));
+        let bad_key = format!(
+            r#"{{"Records":[{}]}}"#,
+            s3_record("ObjectCreated:Put", "%FF.pdf")
+        );
+        assert!(matches!(
+            Delivery::parse(&bad_key),
+            Err(MessageError::BadKeyEncoding { .. })
+        ));
     }
 }

@@ -141,7 +141,11 @@ pub struct LabelRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
     /// The object's Last-Modified time; orders object versions (newer wins).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_timestamp")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_timestamp"
+    )]
     pub last_modified: Option<DateTime<Utc>>,
     /// `labeled` or `failed`.
     pub status: Status,
@@ -194,7 +198,13 @@ pub enum RecordError {
 impl LabelRecord {
     /// A record for a document with no outcome yet (`status` failed, no label,
     /// no failure): the caller fills in what it learns.
-    pub fn new(uri: String, bucket: String, key: String, prompt_version: String, source: Source) -> Self {
+    pub fn new(
+        uri: String,
+        bucket: String,
+        key: String,
+        prompt_version: String,
+        source: Source,
+    ) -> Self {
         LabelRecord {
             uri,
             bucket,
@@ -241,7 +251,9 @@ mod timestamp {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -302,8 +314,14 @@ mod tests {
         assert_eq!(map["uri"], AttributeValue::S("s3://b/a b.pdf".into()));
         assert_eq!(map["status"], AttributeValue::S("labeled".into()));
         assert_eq!(map["size_bytes"], AttributeValue::N("1234".into()));
-        assert_eq!(map["classified_at"], AttributeValue::S("2026-11-25T10:00:00.500Z".into()));
-        assert_eq!(map["last_modified"], AttributeValue::S("2026-11-24T08:00:00.000Z".into()));
+        assert_eq!(
+            map["classified_at"],
+            AttributeValue::S("2026-11-25T10:00:00.500Z".into())
+        );
+        assert_eq!(
+            map["last_modified"],
+            AttributeValue::S("2026-11-24T08:00:00.000Z".into())
+        );
         assert_eq!(map["source"], AttributeValue::S("backfill".into()));
         assert!(!map.contains_key("failure") && !map.contains_key("version_id"));
         assert_eq!(LabelRecord::from_item(item).unwrap(), record);
@@ -320,12 +338,16 @@ mod tests {
         let map: std::collections::HashMap<String, AttributeValue> = item.clone().into();
         assert_eq!(map["failure"], AttributeValue::S("no_text".into()));
         assert_eq!(LabelRecord::from_item(item).unwrap(), record);
-        assert_eq!(FailureReason::from("quota".to_string()), FailureReason::Other("quota".into()));
+        assert_eq!(
+            FailureReason::from("quota".to_string()),
+            FailureReason::Other("quota".into())
+        );
     }
 
     #[test]
     fn reading_an_item_without_required_attributes_fails() {
-        let mut map: std::collections::HashMap<String, AttributeValue> = sample().to_item().unwrap().into();
+        let mut map: std::collections::HashMap<String, AttributeValue> =
+            sample().to_item().unwrap().into();
         map.remove("status");
         assert!(LabelRecord::from_item(map).is_err());
     }

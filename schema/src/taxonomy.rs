@@ -94,19 +94,28 @@ impl Taxonomy {
     /// Builds a taxonomy from categories, checking every rule a file must follow.
     pub fn new(categories: Vec<Category>) -> Result<Self, TaxonomyError> {
         if categories.len() < 2 {
-            return Err(TaxonomyError::TooFew { found: categories.len() });
+            return Err(TaxonomyError::TooFew {
+                found: categories.len(),
+            });
         }
         let mut seen = HashSet::new();
         for (i, c) in categories.iter().enumerate() {
             if !is_single_word(&c.name) {
-                return Err(TaxonomyError::BadName { index: i + 1, name: c.name.clone() });
+                return Err(TaxonomyError::BadName {
+                    index: i + 1,
+                    name: c.name.clone(),
+                });
             }
             if !seen.insert(c.name.as_str()) {
-                return Err(TaxonomyError::Duplicate { name: c.name.clone() });
+                return Err(TaxonomyError::Duplicate {
+                    name: c.name.clone(),
+                });
             }
             let d = c.description.trim();
             if d.is_empty() || d.contains('\n') {
-                return Err(TaxonomyError::BadDescription { name: c.name.clone() });
+                return Err(TaxonomyError::BadDescription {
+                    name: c.name.clone(),
+                });
             }
         }
         Ok(Taxonomy { categories })
@@ -114,15 +123,19 @@ impl Taxonomy {
 
     /// Parses TOML text (`[[category]]` tables with `name` and `description`).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, TaxonomyError> {
-        let file: TaxonomyFile = toml::from_str(text)
-            .map_err(|source| TaxonomyError::Toml { path: path.to_owned(), source })?;
+        let file: TaxonomyFile = toml::from_str(text).map_err(|source| TaxonomyError::Toml {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::new(file.category)
     }
 
     /// Reads and validates a taxonomy file.
     pub fn from_file(path: &Path) -> Result<Self, TaxonomyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TaxonomyError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TaxonomyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -143,7 +156,11 @@ impl Taxonomy {
 
     /// Category names joined with ", ".
     pub fn names(&self) -> String {
-        self.categories.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.categories
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -164,9 +181,16 @@ mod tests {
     #[test]
     fn default_has_the_eight_categories() {
         let t = Taxonomy::default();
-        assert_eq!(t.names(), "invoice, receipt, contract, resume, letter, form, report, manual");
+        assert_eq!(
+            t.names(),
+            "invoice, receipt, contract, resume, letter, form, report, manual"
+        );
         assert!(Taxonomy::new(t.categories().to_vec()).is_ok());
-        assert!(t.get("report").unwrap().description.contains("research paper"));
+        assert!(t
+            .get("report")
+            .unwrap()
+            .description
+            .contains("research paper"));
     }
 
     #[test]
@@ -178,8 +202,12 @@ mod tests {
     #[test]
     fn bad_files_say_what_is_wrong() {
         let one = "[[category]]\nname='a'\ndescription='x'\n";
-        assert!(matches!(parse(one), Err(TaxonomyError::TooFew { found: 1 })));
-        let dup = "[[category]]\nname='a'\ndescription='x'\n[[category]]\nname='a'\ndescription='y'\n";
+        assert!(matches!(
+            parse(one),
+            Err(TaxonomyError::TooFew { found: 1 })
+        ));
+        let dup =
+            "[[category]]\nname='a'\ndescription='x'\n[[category]]\nname='a'\ndescription='y'\n";
         assert!(matches!(parse(dup), Err(TaxonomyError::Duplicate { name }) if name == "a"));
         let two_words = "[[category]]\nname='tax form'\ndescription='x'\n[[category]]\nname='b'\ndescription='y'\n";
         let err = parse(two_words).unwrap_err();
@@ -187,8 +215,12 @@ mod tests {
         assert!(err.to_string().contains("tax form"));
         let upper = "[[category]]\nname='Invoice'\ndescription='x'\n[[category]]\nname='b'\ndescription='y'\n";
         assert!(matches!(parse(upper), Err(TaxonomyError::BadName { .. })));
-        let empty = "[[category]]\nname='a'\ndescription=' '\n[[category]]\nname='b'\ndescription='y'\n";
-        assert!(matches!(parse(empty), Err(TaxonomyError::BadDescription { .. })));
+        let empty =
+            "[[category]]\nname='a'\ndescription=' '\n[[category]]\nname='b'\ndescription='y'\n";
+        assert!(matches!(
+            parse(empty),
+            Err(TaxonomyError::BadDescription { .. })
+        ));
         let unknown = "[[category]]\nname='a'\ndescription='x'\nlabel='y'\n";
         assert!(matches!(parse(unknown), Err(TaxonomyError::Toml { .. })));
         assert!(matches!(

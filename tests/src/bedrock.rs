@@ -71,14 +71,27 @@ impl Drop for StandIn {
 impl StandIn {
     /// Starts a stand-in that replies by `script`.
     pub async fn start(script: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> StandIn {
-        let shared = Arc::new(Shared { script: Arc::new(script), calls: Mutex::default() });
-        let app = Router::new().route("/model/{model_id}/converse", post(converse)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let shared = Arc::new(Shared {
+            script: Arc::new(script),
+            calls: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/model/{model_id}/converse", post(converse))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
         let endpoint = format!("http://{}", listener.local_addr().expect("bound address"));
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("stand-in server runs");
+            axum::serve(listener, app)
+                .await
+                .expect("stand-in server runs");
         });
-        StandIn { endpoint, shared, server }
+        StandIn {
+            endpoint,
+            shared,
+            server,
+        }
     }
 
     /// Every call so far.
@@ -95,8 +108,12 @@ impl StandIn {
 /// The label the "hash" script answers for a document: a stable function of
 /// its text, so a test can tell which document got which answer.
 pub fn label_for(document: &str) -> &'static str {
-    const LABELS: [&str; 8] = ["invoice", "receipt", "contract", "resume", "letter", "form", "report", "manual"];
-    let hash = document.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    const LABELS: [&str; 8] = [
+        "invoice", "receipt", "contract", "resume", "letter", "form", "report", "manual",
+    ];
+    let hash = document.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     LABELS[(hash % 8) as usize]
 }
 
@@ -112,23 +129,40 @@ pub fn document_of(user_message: &str) -> String {
 fn texts(blocks: Option<&Value>) -> String {
     blocks
         .and_then(Value::as_array)
-        .map(|b| b.iter().filter_map(|c| c.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"))
+        .map(|b| {
+            b.iter()
+                .filter_map(|c| c.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
 }
 
-async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn converse(
+    State(shared): State<Arc<Shared>>,
+    Path(model_id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let turns: Vec<(String, String)> = body["messages"]
         .as_array()
         .map(|m| {
             m.iter()
-                .map(|msg| (msg["role"].as_str().unwrap_or("").to_owned(), texts(msg.get("content"))))
+                .map(|msg| {
+                    (
+                        msg["role"].as_str().unwrap_or("").to_owned(),
+                        texts(msg.get("content")),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
     let call = Call {
         model_id,
         system: texts(body.get("system")),
-        document: turns.first().map(|(_, t)| document_of(t)).unwrap_or_default(),
+        document: turns
+            .first()
+            .map(|(_, t)| document_of(t))
+            .unwrap_or_default(),
         turns,
         inference_config: body.get("inferenceConfig").cloned().unwrap_or(Value::Null),
         at: Instant::now(),
@@ -152,8 +186,16 @@ async fn converse(State(shared): State<Arc<Shared>>, Path(model_id): Path<String
             }))
             .into_response()
         }
-        Reply::Throttle => error(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Too many requests, please wait before trying again."),
-        Reply::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException", "Service unavailable."),
+        Reply::Throttle => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        ),
+        Reply::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "Service unavailable.",
+        ),
         Reply::After(..) => unreachable!("delays are unwrapped above"),
     }
 }

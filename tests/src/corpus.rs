@@ -22,7 +22,13 @@ pub fn dir() -> Option<PathBuf> {
 /// The PDFs of one corpus group folder (e.g. `invoice`), sorted.
 pub fn group(dir: &std::path::Path, name: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(name))
-        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pdf")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pdf"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files

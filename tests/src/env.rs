@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
@@ -30,7 +30,13 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "docsort-tests"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "docsort-tests",
+        ))
         .load()
         .await
 }
@@ -38,7 +44,11 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 /// A unique lowercase name for this test's resources.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// One test's world.
@@ -59,9 +69,19 @@ pub struct TestEnv {
 /// Creates the labels table as infra/ defines it: key `uri`, GSI `label-index`.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
     let attr = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("attribute")
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
     };
-    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key")
+    };
     dynamodb
         .create_table()
         .table_name(table)
@@ -75,7 +95,11 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
                 .index_name(docsort_schema::record::LABEL_INDEX)
                 .key_schema(key("label", KeyType::Hash))
                 .key_schema(key("classified_at", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()
                 .expect("gsi"),
         )
@@ -87,17 +111,32 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
 impl TestEnv {
     /// New resources named after `name`, and a stand-in replying by `script`.
     /// The queue redrives to its DLQ after 3 receives.
-    pub async fn new(name: &str, script: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> TestEnv {
+    pub async fn new(
+        name: &str,
+        script: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> TestEnv {
         let moto = crate::moto::shared();
         let sdk = sdk_config(&moto.endpoint).await;
         let s3 = s3_client(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let base = unique(name);
-        s3.create_bucket().bucket(&base).send().await.expect("create bucket");
-        let dlq_url = sqs.create_queue().queue_name(format!("{base}-dlq")).send().await.expect("create dlq").queue_url.expect("dlq url");
+        s3.create_bucket()
+            .bucket(&base)
+            .send()
+            .await
+            .expect("create bucket");
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{base}-dlq"))
+            .send()
+            .await
+            .expect("create dlq")
+            .queue_url
+            .expect("dlq url");
         let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string();
+        let redrive =
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string();
         let queue_url = sqs
             .create_queue()
             .queue_name(&base)
@@ -138,7 +177,14 @@ impl TestEnv {
 
     /// Uploads `bytes` under `key`.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) {
-        self.s3.put_object().bucket(&self.bucket).key(key).body(bytes.into()).send().await.expect("put object");
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .expect("put object");
     }
 
     /// The record for `key`, if any.
@@ -152,10 +198,20 @@ impl TestEnv {
     /// Every record in the table, by key (leases excluded; see [`TestEnv::leases`]).
     pub async fn items(&self) -> HashMap<String, LabelRecord> {
         let mut out = HashMap::new();
-        let mut pages = self.dynamodb.scan().table_name(&self.table).into_paginator().items().send();
+        let mut pages = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .into_paginator()
+            .items()
+            .send();
         while let Some(item) = pages.next().await {
             let item = item.expect("scan");
-            if item.get("uri").and_then(|u| u.as_s().ok()).is_some_and(|u| u.starts_with(LEASE_PREFIX)) {
+            if item
+                .get("uri")
+                .and_then(|u| u.as_s().ok())
+                .is_some_and(|u| u.starts_with(LEASE_PREFIX))
+            {
                 continue;
             }
             let record = LabelRecord::from_item(item).expect("valid record");
@@ -166,8 +222,21 @@ impl TestEnv {
 
     /// How many lease items are in the table.
     pub async fn leases(&self) -> usize {
-        let out = self.dynamodb.scan().table_name(&self.table).send().await.expect("scan");
-        out.items().iter().filter(|i| i.get("uri").and_then(|u| u.as_s().ok()).is_some_and(|u| u.starts_with(LEASE_PREFIX))).count()
+        let out = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("scan");
+        out.items()
+            .iter()
+            .filter(|i| {
+                i.get("uri")
+                    .and_then(|u| u.as_s().ok())
+                    .is_some_and(|u| u.starts_with(LEASE_PREFIX))
+            })
+            .count()
     }
 
     /// (visible, in flight) messages on a queue.
@@ -181,13 +250,27 @@ impl TestEnv {
             .send()
             .await
             .expect("queue attributes");
-        let get = |name| out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0);
-        (get(QueueAttributeName::ApproximateNumberOfMessages), get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+        let get = |name| {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
     }
 
     /// Sends a raw body to the work queue.
     pub async fn send(&self, body: &str) {
-        self.sqs.send_message().queue_url(&self.queue_url).message_body(body).send().await.expect("send message");
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send message");
     }
 
     /// Starts the worker pool in this process with the tests' defaults.
@@ -198,9 +281,22 @@ impl TestEnv {
     /// The `docsort-worker run` arguments the tests use, then `extra` (later flags win).
     pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
-            "--queue-url", &self.queue_url, "--table", &self.table, "--model-id", MODEL_ID,
-            "--concurrency", "4", "--wait-time-secs", "1", "--visibility-timeout-secs", "30",
-            "--shutdown-grace-secs", "30", "--model-timeout-secs", "10",
+            "--queue-url",
+            &self.queue_url,
+            "--table",
+            &self.table,
+            "--model-id",
+            MODEL_ID,
+            "--concurrency",
+            "4",
+            "--wait-time-secs",
+            "1",
+            "--visibility-timeout-secs",
+            "30",
+            "--shutdown-grace-secs",
+            "30",
+            "--model-timeout-secs",
+            "10",
         ]
         .iter()
         .map(|a| (*a).to_owned())
@@ -215,9 +311,14 @@ impl TestEnv {
     pub async fn start_worker_with(&self, extra: &[&str]) -> RunningWorker {
         let mut argv = vec!["docsort-worker".to_owned(), "run".to_owned()];
         argv.extend(self.run_args(extra));
-        argv.extend(["--extractor-exe".to_owned(), worker_exe().display().to_string()]);
+        argv.extend([
+            "--extractor-exe".to_owned(),
+            worker_exe().display().to_string(),
+        ]);
         let cli = Cli::try_parse_from(argv).expect("valid worker arguments");
-        let Command::Run(config) = cli.command else { unreachable!("run was given") };
+        let Command::Run(config) = cli.command else {
+            unreachable!("run was given")
+        };
         let bedrock_sdk = sdk_config(&self.bedrock.endpoint).await;
         let clients = Clients {
             s3: self.s3.clone(),
@@ -226,7 +327,12 @@ impl TestEnv {
             bedrock: bedrock_client(&bedrock_sdk, config.classifier.model_timeout()),
         };
         let token = CancellationToken::new();
-        let handle = tokio::spawn(service::run(clients, config, token.clone(), Box::new(std::io::sink())));
+        let handle = tokio::spawn(service::run(
+            clients,
+            config,
+            token.clone(),
+            Box::new(std::io::sink()),
+        ));
         RunningWorker { token, handle }
     }
 
@@ -236,7 +342,10 @@ impl TestEnv {
         let moto = &crate::moto::shared().endpoint;
         [
             ("AWS_ENDPOINT_URL", moto.as_str()),
-            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.bedrock.endpoint.as_str()),
+            (
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+                self.bedrock.endpoint.as_str(),
+            ),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -252,7 +361,12 @@ impl TestEnv {
 pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, binaries from target/<profile>.
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .collect();
     candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
         panic!("{name} is not built next to {}: run `cargo build --workspace --bins` first (scripts/test does)", exe.display())
     })

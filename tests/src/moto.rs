@@ -37,7 +37,10 @@ fn server_binary() -> PathBuf {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 fn start() -> Moto {
@@ -50,7 +53,10 @@ fn start() -> Moto {
         .name("moto".into())
         .spawn(move || {
             let mut command = Command::new(&binary);
-            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdin(Stdio::null()).stdout(Stdio::null());
+            command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
             if std::env::var_os("DOCSORT_TEST_MOTO_LOG").is_none() {
                 command.stderr(Stdio::null());
             }
@@ -64,7 +70,11 @@ fn start() -> Moto {
             }
             let child = command.spawn();
             let failed = child.is_err();
-            let _ = tx.send(child.map(|_| ()).map_err(|e| format!("cannot start {}: {e}", binary.display())));
+            let _ = tx.send(
+                child
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot start {}: {e}", binary.display())),
+            );
             if !failed {
                 loop {
                     std::thread::park();
@@ -72,11 +82,18 @@ fn start() -> Moto {
             }
         })
         .expect("spawn the moto thread");
-    rx.recv().expect("moto thread reports").unwrap_or_else(|e| panic!("{e}"));
+    rx.recv()
+        .expect("moto thread reports")
+        .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not listen on port {port} within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto did not listen on port {port} within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Moto { endpoint: format!("http://127.0.0.1:{port}") }
+    Moto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+    }
 }

@@ -34,10 +34,17 @@ impl Clients {
 /// A Bedrock Runtime client that makes one attempt per call, with a timeout:
 /// retries and pacing are the pool's own ([`crate::gate::ModelGate`]), so a
 /// throttle slows every task at once.
-pub fn bedrock_client(config: &SdkConfig, attempt_timeout: Duration) -> aws_sdk_bedrockruntime::Client {
+pub fn bedrock_client(
+    config: &SdkConfig,
+    attempt_timeout: Duration,
+) -> aws_sdk_bedrockruntime::Client {
     let conf = aws_sdk_bedrockruntime::config::Builder::from(config)
         .retry_config(RetryConfig::disabled())
-        .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(attempt_timeout).build())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt_timeout)
+                .build(),
+        )
         .build();
     aws_sdk_bedrockruntime::Client::from_conf(conf)
 }
@@ -46,7 +53,10 @@ pub fn bedrock_client(config: &SdkConfig, attempt_timeout: Duration) -> aws_sdk_
 /// e.g. a local stand-in or S3-compatible store) it uses path-style addressing,
 /// since `bucket.localhost` style names do not resolve there.
 pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    let custom_endpoint = config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    let conf = aws_sdk_s3::config::Builder::from(config).force_path_style(custom_endpoint).build();
+    let custom_endpoint =
+        config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(custom_endpoint)
+        .build();
     aws_sdk_s3::Client::from_conf(conf)
 }

@@ -43,7 +43,10 @@ pub fn collect_pdfs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
         } else if path.exists() {
             out.push(path.clone());
         } else {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} does not exist", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} does not exist", path.display()),
+            ));
         }
     }
     out.sort();
@@ -72,11 +75,21 @@ pub async fn classify_file(
         Err(e) => {
             record.failure = Some(FailureReason::NotFound);
             record.detail = Some(format!("Cannot read the file: {e}."));
-            return Ok(FileResult { path: path.to_owned(), record, elapsed: started.elapsed() });
+            return Ok(FileResult {
+                path: path.to_owned(),
+                record,
+                elapsed: started.elapsed(),
+            });
         }
     };
     record.size_bytes = Some(bytes.len() as u64);
-    let (extracted, _) = extract_bounded(isolation, bytes, classifier.max_text_chars(), extract_timeout).await;
+    let (extracted, _) = extract_bounded(
+        isolation,
+        bytes,
+        classifier.max_text_chars(),
+        extract_timeout,
+    )
+    .await;
     match extracted {
         Err(e) => {
             record.failure = Some(e.reason());
@@ -89,7 +102,11 @@ pub async fn classify_file(
             classifier.fill_record(&mut record, &x, answer);
         }
     }
-    Ok(FileResult { path: path.to_owned(), record, elapsed: started.elapsed() })
+    Ok(FileResult {
+        path: path.to_owned(),
+        record,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Counts over a batch, printed at the end.
@@ -129,11 +146,37 @@ pub fn median(times: &[Duration]) -> Duration {
 
 impl std::fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |m: &BTreeMap<String, usize>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let list = |m: &BTreeMap<String, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(f, "documents: {}", self.documents)?;
-        writeln!(f, "labels:    {}", if self.labels.is_empty() { "-".into() } else { list(&self.labels) })?;
-        writeln!(f, "failures:  {}", if self.failures.is_empty() { "-".into() } else { list(&self.failures) })?;
-        write!(f, "time:      {:.1} s in all, median {:.2} s per document", self.total.as_secs_f64(), median(&self.times).as_secs_f64())
+        writeln!(
+            f,
+            "labels:    {}",
+            if self.labels.is_empty() {
+                "-".into()
+            } else {
+                list(&self.labels)
+            }
+        )?;
+        writeln!(
+            f,
+            "failures:  {}",
+            if self.failures.is_empty() {
+                "-".into()
+            } else {
+                list(&self.failures)
+            }
+        )?;
+        write!(
+            f,
+            "time:      {:.1} s in all, median {:.2} s per document",
+            self.total.as_secs_f64(),
+            median(&self.times).as_secs_f64()
+        )
     }
 }
 
@@ -165,11 +208,21 @@ pub enum OutputError {
 impl OutputFile {
     /// Creates `path` (`.jsonl` or `.csv`).
     pub fn create(path: &Path) -> Result<Self, OutputError> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        let io = |source| OutputError::Io { path: path.to_owned(), source };
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let io = |source| OutputError::Io {
+            path: path.to_owned(),
+            source,
+        };
         match ext.as_deref() {
-            Some("jsonl") => Ok(OutputFile::Jsonl(std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?))),
-            Some("csv") => Ok(OutputFile::Csv(csv::Writer::from_writer(std::fs::File::create(path).map_err(io)?))),
+            Some("jsonl") => Ok(OutputFile::Jsonl(std::io::BufWriter::new(
+                std::fs::File::create(path).map_err(io)?,
+            ))),
+            Some("csv") => Ok(OutputFile::Csv(csv::Writer::from_writer(
+                std::fs::File::create(path).map_err(io)?,
+            ))),
             _ => Err(OutputError::Extension(path.to_owned())),
         }
     }
@@ -180,7 +233,10 @@ impl OutputFile {
         match self {
             OutputFile::Jsonl(w) => {
                 serde_json::to_writer(&mut *w, r)?;
-                w.write_all(b"\n").map_err(|source| OutputError::Io { path: r.path.clone(), source })
+                w.write_all(b"\n").map_err(|source| OutputError::Io {
+                    path: r.path.clone(),
+                    source,
+                })
             }
             OutputFile::Csv(w) => {
                 let rec = &r.record;
@@ -188,7 +244,11 @@ impl OutputFile {
                     path: r.path.display().to_string(),
                     status: rec.status.as_str(),
                     label: rec.label.as_deref().unwrap_or(""),
-                    failure: rec.failure.as_ref().map(|f| f.to_string()).unwrap_or_default(),
+                    failure: rec
+                        .failure
+                        .as_ref()
+                        .map(|f| f.to_string())
+                        .unwrap_or_default(),
                     detail: rec.detail.as_deref().unwrap_or(""),
                     pages: rec.pages,
                     text_chars: rec.text_chars,
@@ -207,8 +267,14 @@ impl OutputFile {
     pub fn finish(self) -> Result<(), OutputError> {
         use std::io::Write;
         match self {
-            OutputFile::Jsonl(mut w) => w.flush().map_err(|source| OutputError::Io { path: PathBuf::new(), source }),
-            OutputFile::Csv(mut w) => w.flush().map_err(|source| OutputError::Io { path: PathBuf::new(), source }),
+            OutputFile::Jsonl(mut w) => w.flush().map_err(|source| OutputError::Io {
+                path: PathBuf::new(),
+                source,
+            }),
+            OutputFile::Csv(mut w) => w.flush().map_err(|source| OutputError::Io {
+                path: PathBuf::new(),
+                source,
+            }),
         }
     }
 }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput as ConverseResponse};
+use aws_sdk_bedrockruntime::operation::converse::{
+    ConverseError, ConverseOutput as ConverseResponse,
+};
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message, SystemContentBlock,
+    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
+    SystemContentBlock,
 };
 use docsort_schema::{AnswerError, FailureReason, LabelRecord, Prompt, Status};
 use rand::Rng;
@@ -152,7 +155,12 @@ impl BedrockClassifier {
     /// Classifies one document's text.
     pub async fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
         let mut messages = vec![user(self.prompt.user_message(text, self.max_text_chars))?];
-        let mut result = Classification { label: Err(AnswerError::Empty), input_tokens: 0, output_tokens: 0, calls: 0 };
+        let mut result = Classification {
+            label: Err(AnswerError::Empty),
+            input_tokens: 0,
+            output_tokens: 0,
+            calls: 0,
+        };
         for _ in 0..2 {
             let response = self.converse_with_retries(&messages).await?;
             result.calls += 1;
@@ -166,13 +174,21 @@ impl BedrockClassifier {
                 break;
             }
             tracing::debug!(answer = %answer, "answer is not a category; asking again");
-            messages.push(Message::builder().role(ConversationRole::Assistant).content(ContentBlock::Text(answer)).build()?);
+            messages.push(
+                Message::builder()
+                    .role(ConversationRole::Assistant)
+                    .content(ContentBlock::Text(answer))
+                    .build()?,
+            );
             messages.push(user(self.prompt.reask())?);
         }
         Ok(result)
     }
 
-    async fn converse_with_retries(&self, messages: &[Message]) -> Result<ConverseResponse, ClassifyError> {
+    async fn converse_with_retries(
+        &self,
+        messages: &[Message],
+    ) -> Result<ConverseResponse, ClassifyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -180,7 +196,9 @@ impl BedrockClassifier {
             Metrics::inc(&self.metrics.model_requests);
             match self.converse(messages).await {
                 Ok(response) => {
-                    let tokens = response.usage().map_or(0, |u| u.total_tokens().max(0) as u64);
+                    let tokens = response
+                        .usage()
+                        .map_or(0, |u| u.total_tokens().max(0) as u64);
                     self.gate.on_success(tokens);
                     return Ok(response);
                 }
@@ -190,7 +208,11 @@ impl BedrockClassifier {
                         self.gate.on_throttle();
                     }
                     if !is_retryable(&kind) || attempt >= self.attempts {
-                        return Err(ClassifyError::Model { attempts: attempt, kind, source: Box::new(e) });
+                        return Err(ClassifyError::Model {
+                            attempts: attempt,
+                            kind,
+                            source: Box::new(e),
+                        });
                     }
                     let cap = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
                     let delay = Duration::from_millis(rand::rng().random_range(0..=cap));
@@ -201,18 +223,28 @@ impl BedrockClassifier {
         }
     }
 
-    async fn converse(&self, messages: &[Message]) -> Result<ConverseResponse, (String, SdkError<ConverseError>)> {
+    async fn converse(
+        &self,
+        messages: &[Message],
+    ) -> Result<ConverseResponse, (String, SdkError<ConverseError>)> {
         self.client
             .converse()
             .model_id(&self.model_id)
             .system(SystemContentBlock::Text(self.prompt.system().to_owned()))
             .set_messages(Some(messages.to_vec()))
-            .inference_config(InferenceConfiguration::builder().max_tokens(self.max_tokens).temperature(0.0).build())
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .max_tokens(self.max_tokens)
+                    .temperature(0.0)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| {
                 let kind = match &e {
-                    SdkError::ServiceError(se) => se.err().code().unwrap_or("ServiceError").to_owned(),
+                    SdkError::ServiceError(se) => {
+                        se.err().code().unwrap_or("ServiceError").to_owned()
+                    }
                     SdkError::TimeoutError(_) => "timeout".to_owned(),
                     SdkError::DispatchFailure(_) => "dispatch".to_owned(),
                     SdkError::ResponseError(_) => "response".to_owned(),
@@ -224,7 +256,10 @@ impl BedrockClassifier {
 }
 
 fn user(text: String) -> Result<Message, aws_sdk_bedrockruntime::error::BuildError> {
-    Message::builder().role(ConversationRole::User).content(ContentBlock::Text(text)).build()
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text))
+        .build()
 }
 
 fn answer_text(response: &ConverseResponse) -> String {
@@ -279,7 +314,9 @@ impl Classifier {
     /// model, `None` for a Bedrock model with no known price.
     pub fn cost(&self, answer: &Classification) -> Option<f64> {
         match self {
-            Classifier::Bedrock(c) => c.price.map(|p| p.cost(answer.input_tokens, answer.output_tokens)),
+            Classifier::Bedrock(c) => c
+                .price
+                .map(|p| p.cost(answer.input_tokens, answer.output_tokens)),
             Classifier::Local(_) => Some(0.0),
         }
     }
@@ -287,13 +324,24 @@ impl Classifier {
     /// Writes what extraction and the model produced into `record`: model,
     /// tokens, cost, pages, text size, and the label, or
     /// `failed/unparseable_answer`. `attempts` is the caller's.
-    pub fn fill_record(&self, record: &mut LabelRecord, extracted: &Extracted, answer: Classification) {
+    pub fn fill_record(
+        &self,
+        record: &mut LabelRecord,
+        extracted: &Extracted,
+        answer: Classification,
+    ) {
         record.model_id = Some(self.model_id().to_owned());
         record.input_tokens = answer.input_tokens;
         record.output_tokens = answer.output_tokens;
         record.cost_usd = self.cost(&answer);
         record.pages = Some(extracted.pages);
-        record.text_chars = Some(extracted.text.chars().filter(|c| !c.is_whitespace()).count() as u64);
+        record.text_chars = Some(
+            extracted
+                .text
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .count() as u64,
+        );
         match answer.label {
             Ok(label) => {
                 record.status = Status::Labeled;
@@ -302,7 +350,9 @@ impl Classifier {
             Err(e) => {
                 record.status = Status::Failed;
                 record.failure = Some(FailureReason::UnparseableAnswer);
-                record.detail = Some(format!("The model's answer after one re-ask was not a category: {e}."));
+                record.detail = Some(format!(
+                    "The model's answer after one re-ask was not a category: {e}."
+                ));
             }
         }
     }
@@ -357,12 +407,26 @@ impl Classifier {
                     max_tokens: config.max_tokens,
                     attempts: config.model_attempts,
                 };
-                Classifier::Bedrock(BedrockClassifier::new(bedrock(), settings, prompt, gate, metrics))
+                Classifier::Bedrock(BedrockClassifier::new(
+                    bedrock(),
+                    settings,
+                    prompt,
+                    gate,
+                    metrics,
+                ))
             }
             ClassifierKind::Local => {
-                let dir = config.local_model_dir.clone().unwrap_or_else(crate::local::default_model_dir);
+                let dir = config
+                    .local_model_dir
+                    .clone()
+                    .unwrap_or_else(crate::local::default_model_dir);
                 let started = std::time::Instant::now();
-                let local = crate::local::LocalClassifier::load(&dir, prompt, max_text_chars, config.local_doc_tokens as usize)?;
+                let local = crate::local::LocalClassifier::load(
+                    &dir,
+                    prompt,
+                    max_text_chars,
+                    config.local_doc_tokens as usize,
+                )?;
                 tracing::info!(model = local.model_id(), dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
                 Classifier::Local(Arc::new(local))
             }

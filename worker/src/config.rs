@@ -220,9 +220,19 @@ mod tests {
             if cmd.is_hide_set() {
                 return;
             }
-            for arg in cmd.get_arguments().filter(|a| !a.is_positional() && !["help", "version"].contains(&a.get_id().as_str())) {
-                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-                assert!(env.starts_with("DOCSORT_"), "{} --{} has no DOCSORT_ variable", cmd.get_name(), arg.get_id());
+            for arg in cmd.get_arguments().filter(|a| {
+                !a.is_positional() && !["help", "version"].contains(&a.get_id().as_str())
+            }) {
+                let env = arg
+                    .get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                assert!(
+                    env.starts_with("DOCSORT_"),
+                    "{} --{} has no DOCSORT_ variable",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
             }
             cmd.get_subcommands().for_each(check);
         }

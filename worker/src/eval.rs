@@ -43,11 +43,20 @@ pub enum EvalError {
 /// Reads a JSONL dataset.
 pub fn read_dataset(path: &Path) -> Result<Vec<Example>, EvalError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read { path: p.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+        path: p.clone(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|source| EvalError::Line { path: p.clone(), line: i + 1, source }))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| EvalError::Line {
+                path: p.clone(),
+                line: i + 1,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -70,16 +79,35 @@ impl EvalReport {
     /// Correct / total.
     pub fn accuracy(&self) -> f64 {
         let total: usize = self.confusion.values().sum();
-        let right: usize = self.confusion.iter().filter(|((g, p), _)| g == p).map(|(_, n)| n).sum();
-        if total == 0 { 0.0 } else { right as f64 / total as f64 }
+        let right: usize = self
+            .confusion
+            .iter()
+            .filter(|((g, p), _)| g == p)
+            .map(|(_, n)| n)
+            .sum();
+        if total == 0 {
+            0.0
+        } else {
+            right as f64 / total as f64
+        }
     }
 }
 
 /// Classifies every example; `progress` is called after each.
-pub async fn evaluate(classifier: &Classifier, examples: &[Example], mut progress: impl FnMut()) -> Result<EvalReport, EvalError> {
+pub async fn evaluate(
+    classifier: &Classifier,
+    examples: &[Example],
+    mut progress: impl FnMut(),
+) -> Result<EvalReport, EvalError> {
     let mut report = EvalReport::default();
     let taxonomy_labels: Vec<String> = match classifier {
-        Classifier::Bedrock(c) => c.prompt().taxonomy().categories().iter().map(|c| c.name.clone()).collect(),
+        Classifier::Bedrock(c) => c
+            .prompt()
+            .taxonomy()
+            .categories()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
         Classifier::Local(c) => c.labels(),
     };
     report.labels = taxonomy_labels;
@@ -93,9 +121,14 @@ pub async fn evaluate(classifier: &Classifier, examples: &[Example], mut progres
             report.labels.push(predicted.clone());
         }
         if predicted != ex.label {
-            report.misses.push((ex.id.clone(), ex.label.clone(), predicted.clone()));
+            report
+                .misses
+                .push((ex.id.clone(), ex.label.clone(), predicted.clone()));
         }
-        *report.confusion.entry((ex.label.clone(), predicted)).or_default() += 1;
+        *report
+            .confusion
+            .entry((ex.label.clone(), predicted))
+            .or_default() += 1;
         progress();
     }
     Ok(report)
@@ -105,16 +138,43 @@ impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let total: usize = self.confusion.values().sum();
         let count = |g: Option<&str>, p: Option<&str>| -> usize {
-            self.confusion.iter().filter(|((gg, pp), _)| g.is_none_or(|g| g == gg) && p.is_none_or(|p| p == pp)).map(|(_, n)| n).sum()
+            self.confusion
+                .iter()
+                .filter(|((gg, pp), _)| g.is_none_or(|g| g == gg) && p.is_none_or(|p| p == pp))
+                .map(|(_, n)| n)
+                .sum()
         };
-        writeln!(f, "accuracy: {:.3} ({} of {})", self.accuracy(), total - self.misses.len(), total)?;
-        writeln!(f, "\n{:<12} {:>9} {:>7} {:>8}", "category", "precision", "recall", "support")?;
+        writeln!(
+            f,
+            "accuracy: {:.3} ({} of {})",
+            self.accuracy(),
+            total - self.misses.len(),
+            total
+        )?;
+        writeln!(
+            f,
+            "\n{:<12} {:>9} {:>7} {:>8}",
+            "category", "precision", "recall", "support"
+        )?;
         for l in &self.labels {
             let tp = count(Some(l), Some(l));
             let predicted = count(None, Some(l));
             let support = count(Some(l), None);
-            let ratio = |a: usize, b: usize| if b == 0 { "-".to_owned() } else { format!("{:.2}", a as f64 / b as f64) };
-            writeln!(f, "{:<12} {:>9} {:>7} {:>8}", l, ratio(tp, predicted), ratio(tp, support), support)?;
+            let ratio = |a: usize, b: usize| {
+                if b == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}", a as f64 / b as f64)
+                }
+            };
+            writeln!(
+                f,
+                "{:<12} {:>9} {:>7} {:>8}",
+                l,
+                ratio(tp, predicted),
+                ratio(tp, support),
+                support
+            )?;
         }
         writeln!(f, "\nconfusion (rows: right label, columns: predicted)")?;
         write!(f, "{:<12}", "")?;
@@ -135,7 +195,8 @@ impl std::fmt::Display for EvalReport {
                 writeln!(f, "  {id}: {g} -> {p}")?;
             }
         }
-        let mean = self.times.iter().sum::<Duration>().as_secs_f64() / self.times.len().max(1) as f64;
+        let mean =
+            self.times.iter().sum::<Duration>().as_secs_f64() / self.times.len().max(1) as f64;
         write!(
             f,
             "\ntime per document: median {:.2} s, mean {:.2} s; input tokens per document {:.0}",

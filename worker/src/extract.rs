@@ -41,7 +41,9 @@ pub enum ExtractError {
     Malformed(String),
     #[error("the PDF's {pages} page(s) have no text layer (scanned or image-only)")]
     NoText { pages: u32 },
-    #[error("the PDF's text uses fonts without a Unicode mapping ({glyphs} glyphs could not be read)")]
+    #[error(
+        "the PDF's text uses fonts without a Unicode mapping ({glyphs} glyphs could not be read)"
+    )]
     Undecodable { pages: u32, glyphs: usize },
     #[error("text extraction took longer than {0:?}")]
     Timeout(Duration),
@@ -66,7 +68,10 @@ impl ExtractError {
     pub fn detail(&self) -> String {
         let text = self.to_string();
         let mut chars = text.chars();
-        let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+        let mut out: String = chars
+            .next()
+            .map(|c| c.to_uppercase().collect())
+            .unwrap_or_default();
         out.push_str(chars.as_str());
         if !out.ends_with('.') {
             out.push('.');
@@ -77,7 +82,9 @@ impl ExtractError {
     /// Pages seen, when the document could be opened.
     pub fn pages(&self) -> Option<u32> {
         match self {
-            ExtractError::NoText { pages } | ExtractError::Undecodable { pages, .. } => Some(*pages),
+            ExtractError::NoText { pages } | ExtractError::Undecodable { pages, .. } => {
+                Some(*pages)
+            }
             _ => None,
         }
     }
@@ -91,9 +98,9 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
         return Err(ExtractError::NotPdf);
     }
     let doc = lopdf::Document::load_mem(bytes).map_err(|e| match e {
-        lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_) | lopdf::Error::AlreadyEncrypted => {
-            ExtractError::Encrypted
-        }
+        lopdf::Error::InvalidPassword
+        | lopdf::Error::Decryption(_)
+        | lopdf::Error::AlreadyEncrypted => ExtractError::Encrypted,
         other => ExtractError::Malformed(other.to_string()),
     })?;
     if doc.is_encrypted() {
@@ -103,11 +110,19 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
     if !result.text.chars().any(|c| !c.is_whitespace()) {
         return Err(match (result.undecodable, result.first_error) {
             (0, Some(e)) => ExtractError::Malformed(e),
-            (0, None) => ExtractError::NoText { pages: result.pages },
-            (glyphs, _) => ExtractError::Undecodable { pages: result.pages, glyphs },
+            (0, None) => ExtractError::NoText {
+                pages: result.pages,
+            },
+            (glyphs, _) => ExtractError::Undecodable {
+                pages: result.pages,
+                glyphs,
+            },
         });
     }
-    Ok(Extracted { text: result.text, pages: result.pages })
+    Ok(Extracted {
+        text: result.text,
+        pages: result.pages,
+    })
 }
 
 /// Where extraction runs.
@@ -150,7 +165,10 @@ pub fn run_child(budget_chars: usize) -> std::io::Result<()> {
     std::io::stdin().lock().read_to_end(&mut bytes)?;
     let result = extract(&bytes, budget_chars);
     drop(bytes);
-    let report = ChildReport { result, peak_rss_kib: peak_rss_kib() };
+    let report = ChildReport {
+        result,
+        peak_rss_kib: peak_rss_kib(),
+    };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
     out.flush()
@@ -180,13 +198,17 @@ pub async fn extract_bounded(
             let task = tokio::task::spawn_blocking(move || extract(&bytes, budget_chars));
             let result = match tokio::time::timeout(timeout, task).await {
                 Err(_) => Err(ExtractError::Timeout(timeout)),
-                Ok(Err(join)) => Err(ExtractError::Malformed(format!("the parser crashed: {join}"))),
+                Ok(Err(join)) => Err(ExtractError::Malformed(format!(
+                    "the parser crashed: {join}"
+                ))),
                 Ok(Ok(result)) => result,
             };
             (result, 0)
         }
         Isolation::Process { exe, memory_mib } => {
-            match tokio::time::timeout(timeout, in_child(exe, *memory_mib, bytes, budget_chars)).await {
+            match tokio::time::timeout(timeout, in_child(exe, *memory_mib, bytes, budget_chars))
+                .await
+            {
                 Err(_) => (Err(ExtractError::Timeout(timeout)), 0),
                 Ok(Ok(report)) => (report.result, report.peak_rss_kib),
                 Ok(Err(e)) => (Err(e), 0),
@@ -194,13 +216,28 @@ pub async fn extract_bounded(
         }
     };
     let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    (result, ExtractStats { elapsed_ms, peak_rss_kib })
+    (
+        result,
+        ExtractStats {
+            elapsed_ms,
+            peak_rss_kib,
+        },
+    )
 }
 
-async fn in_child(exe: &std::path::Path, memory_mib: u64, bytes: Vec<u8>, budget_chars: usize) -> Result<ChildReport, ExtractError> {
+async fn in_child(
+    exe: &std::path::Path,
+    memory_mib: u64,
+    bytes: Vec<u8>,
+    budget_chars: usize,
+) -> Result<ChildReport, ExtractError> {
     let mut command = tokio::process::Command::new(exe);
     command
-        .args(["extract-child", "--max-text-chars", &budget_chars.to_string()])
+        .args([
+            "extract-child",
+            "--max-text-chars",
+            &budget_chars.to_string(),
+        ])
         .env("RUST_LOG", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -210,7 +247,10 @@ async fn in_child(exe: &std::path::Path, memory_mib: u64, bytes: Vec<u8>, budget
     // SAFETY: only async-signal-safe calls (setrlimit, prctl) between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            let rlim = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+            let rlim = libc::rlimit {
+                rlim_cur: limit as libc::rlim_t,
+                rlim_max: limit as libc::rlim_t,
+            };
             if libc::setrlimit(libc::RLIMIT_AS, &rlim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -220,7 +260,9 @@ async fn in_child(exe: &std::path::Path, memory_mib: u64, bytes: Vec<u8>, budget
         });
     }
     let crashed = |what: String| ExtractError::Malformed(format!("the extractor process {what}"));
-    let mut child = command.spawn().map_err(|e| crashed(format!("could not start ({}): {e}", exe.display())))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| crashed(format!("could not start ({}): {e}", exe.display())))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -230,16 +272,37 @@ async fn in_child(exe: &std::path::Path, memory_mib: u64, bytes: Vec<u8>, budget
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let (_, read_out, _) = tokio::join!(feed, stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-    let status = child.wait().await.map_err(|e| crashed(format!("could not be waited for: {e}")))?;
+    let (_, read_out, _) = tokio::join!(
+        feed,
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err)
+    );
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| crashed(format!("could not be waited for: {e}")))?;
     read_out.map_err(|e| crashed(format!("output could not be read: {e}")))?;
     if status.success() {
-        return serde_json::from_slice(&out).map_err(|e| crashed(format!("wrote an unreadable report: {e}")));
+        return serde_json::from_slice(&out)
+            .map_err(|e| crashed(format!("wrote an unreadable report: {e}")));
     }
     let stderr = String::from_utf8_lossy(&err);
     if stderr.contains("memory allocation of") || stderr.contains("out of memory") {
         return Err(ExtractError::MemoryLimit { mib: memory_mib });
     }
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
-    Err(crashed(format!("died ({status}){}", if last.is_empty() { String::new() } else { format!(": {last}") })))
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    Err(crashed(format!(
+        "died ({status}){}",
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {last}")
+        }
+    )))
 }

@@ -33,7 +33,11 @@ pub enum FetchError {
     #[error("the object does not exist")]
     NotFound,
     #[error("the object is {size} bytes, over the {cap}-byte cap")]
-    TooLarge { size: u64, cap: u64, meta: ObjectMeta },
+    TooLarge {
+        size: u64,
+        cap: u64,
+        meta: ObjectMeta,
+    },
     #[error("S3 GetObject failed")]
     S3(#[source] Box<SdkError<GetObjectError>>),
     #[error("reading the object body failed")]
@@ -46,7 +50,11 @@ pub fn normalise_etag(etag: &str) -> String {
 }
 
 /// Downloads `job`'s object (its version, when the job names one).
-pub async fn fetch(s3: &aws_sdk_s3::Client, job: &Job, max_bytes: u64) -> Result<Fetched, FetchError> {
+pub async fn fetch(
+    s3: &aws_sdk_s3::Client,
+    job: &Job,
+    max_bytes: u64,
+) -> Result<Fetched, FetchError> {
     let out = s3
         .get_object()
         .bucket(&job.bucket)
@@ -55,28 +63,42 @@ pub async fn fetch(s3: &aws_sdk_s3::Client, job: &Job, max_bytes: u64) -> Result
         .send()
         .await
         .map_err(|e| match &e {
-            SdkError::ServiceError(se) if matches!(se.err(), GetObjectError::NoSuchKey(_)) || se.raw().status().as_u16() == 404 => {
+            SdkError::ServiceError(se)
+                if matches!(se.err(), GetObjectError::NoSuchKey(_))
+                    || se.raw().status().as_u16() == 404 =>
+            {
                 FetchError::NotFound
             }
             _ => FetchError::S3(Box::new(e)),
         })?;
     let meta = ObjectMeta {
         etag: out.e_tag().map(normalise_etag),
-        version_id: out.version_id().map(str::to_owned).or_else(|| job.version_id.clone()),
+        version_id: out
+            .version_id()
+            .map(str::to_owned)
+            .or_else(|| job.version_id.clone()),
         size: out.content_length().and_then(|n| u64::try_from(n).ok()),
         last_modified: out
             .last_modified()
             .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
     };
     if let Some(size) = meta.size.filter(|&s| s > max_bytes) {
-        return Err(FetchError::TooLarge { size, cap: max_bytes, meta });
+        return Err(FetchError::TooLarge {
+            size,
+            cap: max_bytes,
+            meta,
+        });
     }
     let mut body = out.body;
     let mut bytes = Vec::with_capacity(meta.size.unwrap_or(0) as usize);
     while let Some(chunk) = body.try_next().await.map_err(FetchError::Body)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > max_bytes {
-            return Err(FetchError::TooLarge { size: bytes.len() as u64, cap: max_bytes, meta });
+            return Err(FetchError::TooLarge {
+                size: bytes.len() as u64,
+                cap: max_bytes,
+                meta,
+            });
         }
     }
     Ok(Fetched { bytes, meta })

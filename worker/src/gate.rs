@@ -39,8 +39,17 @@ pub struct ModelGate {
 impl ModelGate {
     /// A gate starting at the ceiling.
     pub fn new(config: GateConfig) -> Self {
-        let config = GateConfig { min_rps: config.min_rps.min(config.max_rps).max(0.01), ..config };
-        ModelGate { state: Mutex::new(State { rate: config.max_rps, next: Instant::now() }), config }
+        let config = GateConfig {
+            min_rps: config.min_rps.min(config.max_rps).max(0.01),
+            ..config
+        };
+        ModelGate {
+            state: Mutex::new(State {
+                rate: config.max_rps,
+                next: Instant::now(),
+            }),
+            config,
+        }
     }
 
     /// Waits for this call's turn.
@@ -87,7 +96,11 @@ mod tests {
 
     #[test]
     fn throttles_halve_and_successes_restore_the_rate() {
-        let gate = ModelGate::new(GateConfig { max_rps: 16.0, min_rps: 1.0, max_tpm: None });
+        let gate = ModelGate::new(GateConfig {
+            max_rps: 16.0,
+            min_rps: 1.0,
+            max_tpm: None,
+        });
         gate.on_throttle();
         gate.on_throttle();
         assert_eq!(gate.rate(), 4.0);
@@ -103,12 +116,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_by_the_rate() {
-        let gate = ModelGate::new(GateConfig { max_rps: 10.0, min_rps: 1.0, max_tpm: None });
+        let gate = ModelGate::new(GateConfig {
+            max_rps: 10.0,
+            min_rps: 1.0,
+            max_tpm: None,
+        });
         let start = tokio::time::Instant::now();
         for _ in 0..11 {
             gate.acquire().await;
         }
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(999) && elapsed < Duration::from_millis(1100), "{elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(999) && elapsed < Duration::from_millis(1100),
+            "{elapsed:?}"
+        );
     }
 }

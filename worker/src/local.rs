@@ -39,7 +39,9 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// Why the local model cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("local model not found at {path}: run scripts/fetch-model (or set DOCSORT_LOCAL_MODEL_DIR)")]
+    #[error(
+        "local model not found at {path}: run scripts/fetch-model (or set DOCSORT_LOCAL_MODEL_DIR)"
+    )]
     Missing { path: PathBuf },
     #[error("cannot read the local model {path}")]
     Read {
@@ -58,7 +60,10 @@ pub enum LocalError {
 }
 
 fn format_err(path: &Path, reason: impl std::fmt::Display) -> LocalError {
-    LocalError::Format { path: path.to_owned(), reason: reason.to_string() }
+    LocalError::Format {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 fn inference(e: impl std::fmt::Display) -> LocalError {
@@ -92,31 +97,57 @@ pub struct LocalClassifier {
 
 impl std::fmt::Debug for LocalClassifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalClassifier").field("model_id", &self.model_id).field("version", &self.version).finish()
+        f.debug_struct("LocalClassifier")
+            .field("model_id", &self.model_id)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
 impl LocalClassifier {
     /// Loads the model in `dir` for `prompt`'s taxonomy.
-    pub fn load(dir: &Path, prompt: Arc<Prompt>, max_text_chars: usize, doc_tokens: usize) -> Result<Self, LocalError> {
+    pub fn load(
+        dir: &Path,
+        prompt: Arc<Prompt>,
+        max_text_chars: usize,
+        doc_tokens: usize,
+    ) -> Result<Self, LocalError> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
             return Err(LocalError::Missing { path });
         }
-        let mut file = std::fs::File::open(&path).map_err(|source| LocalError::Read { path: path.clone(), source })?;
+        let mut file = std::fs::File::open(&path).map_err(|source| LocalError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| format_err(&path, e))?;
         let tokenizer = tokenizer_from_gguf(&content).map_err(|e| format_err(&path, e))?;
-        let model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).map_err(|e| format_err(&path, e))?;
+        let model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+            .map_err(|e| format_err(&path, e))?;
 
         let encode = |text: &str| -> Result<Vec<u32>, LocalError> {
-            Ok(tokenizer.encode(text, false).map_err(inference)?.get_ids().to_vec())
+            Ok(tokenizer
+                .encode(text, false)
+                .map_err(inference)?
+                .get_ids()
+                .to_vec())
         };
-        let names: Vec<&str> = prompt.taxonomy().categories().iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = prompt
+            .taxonomy()
+            .categories()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         let mut label_tokens = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let first = *encode(name)?.first().ok_or_else(|| format_err(&path, "empty label tokenization"))?;
+            let first = *encode(name)?
+                .first()
+                .ok_or_else(|| format_err(&path, "empty label tokenization"))?;
             if let Some(j) = label_tokens.iter().position(|&t| t == first) {
-                return Err(LocalError::AmbiguousLabels { a: names[j].to_owned(), b: names[i].to_owned() });
+                return Err(LocalError::AmbiguousLabels {
+                    a: names[j].to_owned(),
+                    b: names[i].to_owned(),
+                });
             }
             label_tokens.push(first);
         }
@@ -134,7 +165,12 @@ impl LocalClassifier {
                 hash.update(id.to_le_bytes());
             }
         }
-        let version = hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let version = hash
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(LocalClassifier {
             model_id: format!("local:{MODEL_NAME}"),
             version,
@@ -161,7 +197,12 @@ impl LocalClassifier {
 
     /// The categories, in taxonomy order.
     pub fn labels(&self) -> Vec<String> {
-        self.prompt.taxonomy().categories().iter().map(|c| c.name.clone()).collect()
+        self.prompt
+            .taxonomy()
+            .categories()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// Characters of text read per document.
@@ -172,16 +213,29 @@ impl LocalClassifier {
     /// Scores every category for `text` (CPU-bound: call from a blocking thread).
     pub fn classify(&self, text: &str) -> Result<Classification, LocalError> {
         let doc = budget_text(text, self.max_text_chars);
-        let doc_ids = self.tokenizer.encode(doc.as_str(), false).map_err(inference)?.get_ids().to_vec();
+        let doc_ids = self
+            .tokenizer
+            .encode(doc.as_str(), false)
+            .map_err(inference)?
+            .get_ids()
+            .to_vec();
         let mut ids = self.prefix.clone();
         ids.extend_from_slice(&doc_ids[..doc_ids.len().min(self.doc_tokens)]);
         ids.extend_from_slice(&self.suffix);
         let logits = {
-            let mut model = self.model.lock().map_err(|_| LocalError::Crashed("model lock poisoned".into()))?;
-            let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(inference)?;
+            let mut model = self
+                .model
+                .lock()
+                .map_err(|_| LocalError::Crashed("model lock poisoned".into()))?;
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(inference)?;
             let out = model.forward(&input, 0);
             model.clear_kv_cache();
-            out.and_then(|l| l.squeeze(0)).and_then(|l| l.to_dtype(candle_core::DType::F32)).and_then(|l| l.to_vec1::<f32>()).map_err(inference)?
+            out.and_then(|l| l.squeeze(0))
+                .and_then(|l| l.to_dtype(candle_core::DType::F32))
+                .and_then(|l| l.to_vec1::<f32>())
+                .map_err(inference)?
         };
         let best = self
             .label_tokens
@@ -201,14 +255,30 @@ impl LocalClassifier {
 
 /// A byte-level BPE tokenizer from the GGUF's `tokenizer.ggml.*` metadata.
 fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, String> {
-    let get = |key: &str| content.metadata.get(key).ok_or_else(|| format!("metadata {key} missing"));
-    let model = get("tokenizer.ggml.model")?.to_string().map_err(|e| e.to_string())?;
+    let get = |key: &str| {
+        content
+            .metadata
+            .get(key)
+            .ok_or_else(|| format!("metadata {key} missing"))
+    };
+    let model = get("tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| e.to_string())?;
     if model != "gpt2" {
-        return Err(format!("tokenizer.ggml.model is {model:?}, expected \"gpt2\" (byte-level BPE)"));
+        return Err(format!(
+            "tokenizer.ggml.model is {model:?}, expected \"gpt2\" (byte-level BPE)"
+        ));
     }
-    let tokens = get("tokenizer.ggml.tokens")?.to_vec().map_err(|e| e.to_string())?;
-    let merges = get("tokenizer.ggml.merges")?.to_vec().map_err(|e| e.to_string())?;
-    let types = content.metadata.get("tokenizer.ggml.token_type").and_then(|v| v.to_vec().ok());
+    let tokens = get("tokenizer.ggml.tokens")?
+        .to_vec()
+        .map_err(|e| e.to_string())?;
+    let merges = get("tokenizer.ggml.merges")?
+        .to_vec()
+        .map_err(|e| e.to_string())?;
+    let types = content
+        .metadata
+        .get("tokenizer.ggml.token_type")
+        .and_then(|v| v.to_vec().ok());
     let mut vocab = HashMap::with_capacity(tokens.len());
     let mut specials = Vec::new();
     for (i, t) in tokens.iter().enumerate() {
@@ -223,15 +293,37 @@ fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, String
         .iter()
         .map(|m| {
             let m = m.to_string().map_err(|e| e.to_string())?;
-            m.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())).ok_or_else(|| format!("bad merge {m:?}"))
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| format!("bad merge {m:?}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(|e| e.to_string())?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(
+            vocab
+                .into_iter()
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut tokenizer = Tokenizer::new(bpe);
-    let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false).map_err(|e| e.to_string())?;
-    tokenizer.with_normalizer(Some(NFC)).map_err(|e| e.to_string())?;
-    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()])));
+    let split = Split::new(
+        SplitPattern::Regex(QWEN2_SPLIT.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    tokenizer
+        .with_normalizer(Some(NFC))
+        .map_err(|e| e.to_string())?;
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, false, false).into(),
+    ])));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.add_special_tokens(specials).map_err(|e| e.to_string())?;
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| e.to_string())?;
     Ok(tokenizer)
 }

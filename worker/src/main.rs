@@ -9,7 +9,10 @@ use std::time::Instant;
 use docsort_worker::aws::{bedrock_client, Clients};
 use docsort_worker::batch::{classify_file, collect_pdfs, BatchSummary, OutputFile};
 use docsort_worker::classify::Classifier;
-use docsort_worker::config::{ClassifierConfig, ClassifierKind, ClassifyArgs, Cli, Command, EvalArgs, ExtractArgs, LogFormat, RunConfig};
+use docsort_worker::config::{
+    ClassifierConfig, ClassifierKind, ClassifyArgs, Cli, Command, EvalArgs, ExtractArgs, LogFormat,
+    RunConfig,
+};
 use docsort_worker::metrics::Metrics;
 use docsort_worker::{eval, extract, samples, service, shutdown};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -69,8 +72,18 @@ async fn offline_classifier(config: &ClassifierConfig) -> anyhow::Result<Classif
         Some(ClassifierKind::Bedrock) => Some(aws_config::load_from_env().await),
         _ => None,
     };
-    let bedrock = || bedrock_client(sdk.as_ref().expect("loaded for bedrock"), config.model_timeout());
-    Ok(Classifier::from_config(config, ClassifierKind::Local, bedrock, Arc::new(Metrics::default()))?)
+    let bedrock = || {
+        bedrock_client(
+            sdk.as_ref().expect("loaded for bedrock"),
+            config.model_timeout(),
+        )
+    };
+    Ok(Classifier::from_config(
+        config,
+        ClassifierKind::Local,
+        bedrock,
+        Arc::new(Metrics::default()),
+    )?)
 }
 
 async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
@@ -78,7 +91,10 @@ async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!files.is_empty(), "no .pdf files in {:?}", args.paths);
     let mut out = args.out.as_deref().map(OutputFile::create).transpose()?;
     let classifier = offline_classifier(&args.classifier).await?;
-    let isolation = args.limits.isolation().context("cannot find the extractor executable")?;
+    let isolation = args
+        .limits
+        .isolation()
+        .context("cannot find the extractor executable")?;
     let timeout = std::time::Duration::from_secs(args.limits.extract_timeout_secs);
     let bar = progress(files.len(), "documents");
     let mut summary = BatchSummary::default();
@@ -120,15 +136,26 @@ async fn evaluate(args: EvalArgs) -> anyhow::Result<()> {
     let bar = progress(examples.len(), "examples");
     let report = eval::evaluate(&classifier, &examples, || bar.inc(1)).await?;
     bar.finish_and_clear();
-    println!("classifier: {} (prompt_version {})\ndataset:    {} ({} examples)\n", classifier.model_id(), classifier.prompt_version(), args.dataset.display(), examples.len());
+    println!(
+        "classifier: {} (prompt_version {})\ndataset:    {} ({} examples)\n",
+        classifier.model_id(),
+        classifier.prompt_version(),
+        args.dataset.display(),
+        examples.len()
+    );
     println!("{report}");
     Ok(())
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,lopdf=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,aws_config=warn,aws_smithy_runtime=warn,lopdf=error",
+        )
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -140,17 +167,25 @@ async fn run(config: RunConfig) -> anyhow::Result<()> {
     let clients = Clients::new(&sdk, config.classifier.model_timeout());
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone());
-    service::run(clients, config, token, Box::new(std::io::stdout())).await.context("docsort-worker run stopped")?;
+    service::run(clients, config, token, Box::new(std::io::stdout()))
+        .await
+        .context("docsort-worker run stopped")?;
     Ok(())
 }
 
 fn extract_files(args: &ExtractArgs) -> anyhow::Result<()> {
     for path in &args.files {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         match extract::extract(&bytes, args.max_text_chars as usize) {
             Ok(x) => {
                 let chars = x.text.chars().filter(|c| !c.is_whitespace()).count();
-                println!("== {}: ok, {} pages, {} characters", path.display(), x.pages, chars);
+                println!(
+                    "== {}: ok, {} pages, {} characters",
+                    path.display(),
+                    x.pages,
+                    chars
+                );
                 println!("{}", x.text);
             }
             Err(e) => println!("== {}: failed/{}: {}", path.display(), e.reason(), e),

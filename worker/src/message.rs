@@ -75,9 +75,22 @@ pub struct Worker {
 impl Worker {
     /// A worker that reads with `s3`, writes to `store` and asks `classifier`,
     /// counting into `metrics`.
-    pub fn new(s3: aws_sdk_s3::Client, store: LabelStore, classifier: Classifier, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        store: LabelStore,
+        classifier: Classifier,
+        bounds: Bounds,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let instance = format!("{:016x}", rand::random::<u64>());
-        Worker { s3, store, classifier, bounds, metrics, instance }
+        Worker {
+            s3,
+            store,
+            classifier,
+            bounds,
+            metrics,
+            instance,
+        }
     }
 
     /// The run's counters.
@@ -146,7 +159,11 @@ impl Worker {
             }
             JobOutcome::Superseded => {
                 Metrics::inc(&self.metrics.superseded);
-                tracing::info!(message_id, uri, "a newer object version is already recorded");
+                tracing::info!(
+                    message_id,
+                    uri,
+                    "a newer object version is already recorded"
+                );
             }
             JobOutcome::Deferred => {}
         }
@@ -156,18 +173,41 @@ impl Worker {
     pub async fn process(&self, job: &Job, message_id: &str) -> Result<JobOutcome, JobError> {
         let prompt_version = self.classifier.prompt_version();
         let existing = self.store.get(&job.uri()).await?;
-        if labeled_already(existing.as_ref(), prompt_version, job.etag.as_deref().map(normalise_etag).as_deref()) {
+        if labeled_already(
+            existing.as_ref(),
+            prompt_version,
+            job.etag.as_deref().map(normalise_etag).as_deref(),
+        ) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
         let fetched = match fetch(&self.s3, job, self.bounds.max_object_bytes).await {
             Ok(f) => f,
             Err(FetchError::NotFound) => {
                 let detail = "The object does not exist (deleted, or never written).";
-                return self.write_failure(job, &ObjectMeta::default(), FailureReason::NotFound, detail, None, existing.as_ref()).await;
+                return self
+                    .write_failure(
+                        job,
+                        &ObjectMeta::default(),
+                        FailureReason::NotFound,
+                        detail,
+                        None,
+                        existing.as_ref(),
+                    )
+                    .await;
             }
             Err(FetchError::TooLarge { size, cap, meta }) => {
-                let detail = format!("The object is {size} bytes, over the worker's {cap}-byte cap.");
-                return self.write_failure(job, &meta, FailureReason::TooLarge, &detail, None, existing.as_ref()).await;
+                let detail =
+                    format!("The object is {size} bytes, over the worker's {cap}-byte cap.");
+                return self
+                    .write_failure(
+                        job,
+                        &meta,
+                        FailureReason::TooLarge,
+                        &detail,
+                        None,
+                        existing.as_ref(),
+                    )
+                    .await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -175,7 +215,10 @@ impl Worker {
         if labeled_already(existing.as_ref(), prompt_version, meta.etag.as_deref()) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
-        if let (Some(stored), Some(ours)) = (existing.as_ref().and_then(|r| r.last_modified), meta.last_modified) {
+        if let (Some(stored), Some(ours)) = (
+            existing.as_ref().and_then(|r| r.last_modified),
+            meta.last_modified,
+        ) {
             if stored > ours {
                 return Ok(JobOutcome::Superseded);
             }
@@ -183,7 +226,12 @@ impl Worker {
         let uri = job.uri();
         let owner = format!("{}/{message_id}", self.instance);
         let etag = meta.etag.clone().unwrap_or_default();
-        if self.store.acquire_lease(&uri, &etag, &owner, self.bounds.lease_ttl).await? == Lease::HeldElsewhere {
+        if self
+            .store
+            .acquire_lease(&uri, &etag, &owner, self.bounds.lease_ttl)
+            .await?
+            == Lease::HeldElsewhere
+        {
             return Ok(JobOutcome::Deferred);
         }
         // Another delivery may have stored the label between our read and the
@@ -192,7 +240,8 @@ impl Worker {
         let outcome = if labeled_already(existing.as_ref(), prompt_version, meta.etag.as_deref()) {
             Ok(JobOutcome::AlreadyLabeled)
         } else {
-            self.classify_and_store(job, fetched.bytes, &meta, existing.as_ref()).await
+            self.classify_and_store(job, fetched.bytes, &meta, existing.as_ref())
+                .await
         };
         if let Err(e) = self.store.release_lease(&uri, &owner).await {
             tracing::warn!(%uri, error = &e as &dyn std::error::Error, "cannot release lease; it expires by itself");
@@ -208,13 +257,21 @@ impl Worker {
         existing: Option<&LabelRecord>,
     ) -> Result<JobOutcome, JobError> {
         let budget = self.classifier.max_text_chars();
-        let (extracted, stats) = extract_bounded(&self.bounds.isolation, bytes, budget, self.bounds.extract_timeout).await;
+        let (extracted, stats) = extract_bounded(
+            &self.bounds.isolation,
+            bytes,
+            budget,
+            self.bounds.extract_timeout,
+        )
+        .await;
         self.metrics.record_extraction(&job.uri(), stats);
         let extracted = match extracted {
             Ok(x) => x,
             Err(e) => {
                 let detail = e.detail();
-                return self.write_failure(job, meta, e.reason(), &detail, e.pages(), existing).await;
+                return self
+                    .write_failure(job, meta, e.reason(), &detail, e.pages(), existing)
+                    .await;
             }
         };
         let answer = self.classifier.classify(&extracted.text).await?;
@@ -256,10 +313,22 @@ impl Worker {
         })
     }
 
-    fn base_record(&self, job: &Job, meta: &ObjectMeta, existing: Option<&LabelRecord>, reached_model: bool) -> LabelRecord {
+    fn base_record(
+        &self,
+        job: &Job,
+        meta: &ObjectMeta,
+        existing: Option<&LabelRecord>,
+        reached_model: bool,
+    ) -> LabelRecord {
         let same_object = existing.filter(|r| r.etag.is_some() && r.etag == meta.etag);
         let attempts = same_object.map_or(0, |r| r.attempts) + u32::from(reached_model);
-        let mut record = LabelRecord::new(job.uri(), job.bucket.clone(), job.key.clone(), self.classifier.prompt_version().to_owned(), job.source);
+        let mut record = LabelRecord::new(
+            job.uri(),
+            job.bucket.clone(),
+            job.key.clone(),
+            self.classifier.prompt_version().to_owned(),
+            job.source,
+        );
         record.status = Status::Labeled;
         record.version_id = meta.version_id.clone();
         record.etag = meta.etag.clone();
@@ -272,5 +341,10 @@ impl Worker {
 
 /// Whether `record` is a label for the object with `etag` under `prompt_version`.
 fn labeled_already(record: Option<&LabelRecord>, prompt_version: &str, etag: Option<&str>) -> bool {
-    record.is_some_and(|r| r.status == Status::Labeled && r.prompt_version == prompt_version && etag.is_some() && r.etag.as_deref() == etag)
+    record.is_some_and(|r| {
+        r.status == Status::Labeled
+            && r.prompt_version == prompt_version
+            && etag.is_some()
+            && r.etag.as_deref() == etag
+    })
 }

@@ -54,8 +54,13 @@ impl Metrics {
 
     /// Records one extraction's time and memory.
     pub fn record_extraction(&self, uri: &str, stats: crate::extract::ExtractStats) {
-        self.peak_extract_rss_kib.fetch_max(stats.peak_rss_kib, Ordering::Relaxed);
-        if self.slowest_extract_ms.fetch_max(stats.elapsed_ms, Ordering::Relaxed) < stats.elapsed_ms {
+        self.peak_extract_rss_kib
+            .fetch_max(stats.peak_rss_kib, Ordering::Relaxed);
+        if self
+            .slowest_extract_ms
+            .fetch_max(stats.elapsed_ms, Ordering::Relaxed)
+            < stats.elapsed_ms
+        {
             *self.slowest_document.lock().expect("metrics lock") = uri.to_owned();
         }
     }
@@ -119,17 +124,41 @@ pub struct EmfWriter {
 impl EmfWriter {
     /// Lines for `namespace` written to `out` (stdout in the worker).
     pub fn new(namespace: String, out: Box<dyn std::io::Write + Send>) -> Self {
-        EmfWriter { namespace, out, last: Summary::default() }
+        EmfWriter {
+            namespace,
+            out,
+            last: Summary::default(),
+        }
     }
 
     /// Writes one line with the increase since the last call.
     pub fn flush(&mut self, now: &Summary) {
         let metrics = [
-            ("DocumentsLabeled", "Count", (now.labeled - self.last.labeled) as f64),
-            ("DocumentsFailed", "Count", (now.failed - self.last.failed) as f64),
-            ("ModelThrottles", "Count", (now.throttles - self.last.throttles) as f64),
-            ("ModelInputTokens", "Count", (now.input_tokens - self.last.input_tokens) as f64),
-            ("ModelOutputTokens", "Count", (now.output_tokens - self.last.output_tokens) as f64),
+            (
+                "DocumentsLabeled",
+                "Count",
+                (now.labeled - self.last.labeled) as f64,
+            ),
+            (
+                "DocumentsFailed",
+                "Count",
+                (now.failed - self.last.failed) as f64,
+            ),
+            (
+                "ModelThrottles",
+                "Count",
+                (now.throttles - self.last.throttles) as f64,
+            ),
+            (
+                "ModelInputTokens",
+                "Count",
+                (now.input_tokens - self.last.input_tokens) as f64,
+            ),
+            (
+                "ModelOutputTokens",
+                "Count",
+                (now.output_tokens - self.last.output_tokens) as f64,
+            ),
             ("ModelCostUsd", "None", now.cost_usd - self.last.cost_usd),
         ];
         let mut line = serde_json::json!({
@@ -173,15 +202,38 @@ mod tests {
     fn emf_lines_carry_increases() {
         let buf = Buf::default();
         let mut emf = EmfWriter::new("Docsort".into(), Box::new(buf.clone()));
-        let mut s = Summary { labeled: 3, throttles: 2, cost_usd: 0.003, ..Summary::default() };
+        let mut s = Summary {
+            labeled: 3,
+            throttles: 2,
+            cost_usd: 0.003,
+            ..Summary::default()
+        };
         emf.flush(&s);
         s.labeled = 5;
         emf.flush(&s);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Docsort");
-        assert_eq!((lines[0]["DocumentsLabeled"].as_f64(), lines[0]["ModelThrottles"].as_f64()), (Some(3.0), Some(2.0)));
-        assert_eq!((lines[1]["DocumentsLabeled"].as_f64(), lines[1]["ModelThrottles"].as_f64()), (Some(2.0), Some(0.0)));
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Docsort"
+        );
+        assert_eq!(
+            (
+                lines[0]["DocumentsLabeled"].as_f64(),
+                lines[0]["ModelThrottles"].as_f64()
+            ),
+            (Some(3.0), Some(2.0))
+        );
+        assert_eq!(
+            (
+                lines[1]["DocumentsLabeled"].as_f64(),
+                lines[1]["ModelThrottles"].as_f64()
+            ),
+            (Some(2.0), Some(0.0))
+        );
         assert!((lines[0]["ModelCostUsd"].as_f64().unwrap() - 0.003).abs() < 1e-12);
     }
 }

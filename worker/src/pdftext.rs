@@ -56,16 +56,30 @@ fn nums<const N: usize>(ops: &[Object]) -> Option<[f32; N]> {
 
 /// Glyph advance widths of a font, in thousandths of text space.
 enum Widths {
-    Simple { first: u32, widths: Vec<f32>, missing: f32 },
-    Cid { default: f32, map: HashMap<u32, f32> },
+    Simple {
+        first: u32,
+        widths: Vec<f32>,
+        missing: f32,
+    },
+    Cid {
+        default: f32,
+        map: HashMap<u32, f32>,
+    },
 }
 
 impl Widths {
     fn get(&self, code: u32) -> f32 {
         match self {
-            Widths::Simple { first, widths, missing } => {
-                code.checked_sub(*first).and_then(|i| widths.get(i as usize)).copied().filter(|w| *w > 0.0).unwrap_or(*missing)
-            }
+            Widths::Simple {
+                first,
+                widths,
+                missing,
+            } => code
+                .checked_sub(*first)
+                .and_then(|i| widths.get(i as usize))
+                .copied()
+                .filter(|w| *w > 0.0)
+                .unwrap_or(*missing),
             Widths::Cid { default, map } => map.get(&code).copied().unwrap_or(*default),
         }
     }
@@ -88,7 +102,8 @@ impl Predefined {
         }
         let family = name.trim_end_matches("-H").trim_end_matches("-V");
         let encoding = match family {
-            "90ms-RKSJ" | "90msp-RKSJ" | "83pv-RKSJ" | "90pv-RKSJ" | "78-RKSJ" | "Ext-RKSJ" | "Add-RKSJ" => encoding_rs::SHIFT_JIS,
+            "90ms-RKSJ" | "90msp-RKSJ" | "83pv-RKSJ" | "90pv-RKSJ" | "78-RKSJ" | "Ext-RKSJ"
+            | "Add-RKSJ" => encoding_rs::SHIFT_JIS,
             "EUC" | "78-EUC" | "Ext-EUC" => encoding_rs::EUC_JP,
             "GB-EUC" | "GBpc-EUC" | "GBK-EUC" | "GBKp-EUC" | "GBK2K" => encoding_rs::GBK,
             "B5pc" | "ETen-B5" | "HKscs-B5" | "ETenms-B5" | "B5" => encoding_rs::BIG5,
@@ -106,9 +121,19 @@ impl Predefined {
             let len = match self {
                 Predefined::Utf16 => 2,
                 Predefined::Legacy(e) if *e == encoding_rs::SHIFT_JIS => {
-                    if matches!(bytes[i], 0x81..=0x9F | 0xE0..=0xFC) { 2 } else { 1 }
+                    if matches!(bytes[i], 0x81..=0x9F | 0xE0..=0xFC) {
+                        2
+                    } else {
+                        1
+                    }
                 }
-                Predefined::Legacy(_) => if bytes[i] >= 0x81 { 2 } else { 1 },
+                Predefined::Legacy(_) => {
+                    if bytes[i] >= 0x81 {
+                        2
+                    } else {
+                        1
+                    }
+                }
             };
             let end = (i + len).min(bytes.len());
             out.push(&bytes[i..end]);
@@ -149,8 +174,15 @@ fn decode_with(doc: &Document, encoding: Object, byte: u8) -> Option<char> {
 /// Glyph List name (through lopdf); `None` for names like `g18` or `.notdef`.
 fn glyph_char(doc: &Document, name: &[u8]) -> Option<char> {
     if let Ok(n) = std::str::from_utf8(name) {
-        let hex = n.strip_prefix("uni").filter(|h| h.len() >= 4).map(|h| &h[..4]).or_else(|| n.strip_prefix('u').filter(|h| (4..=6).contains(&h.len())));
-        if let Some(c) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
+        let hex = n
+            .strip_prefix("uni")
+            .filter(|h| h.len() >= 4)
+            .map(|h| &h[..4])
+            .or_else(|| n.strip_prefix('u').filter(|h| (4..=6).contains(&h.len())));
+        if let Some(c) = hex
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(char::from_u32)
+        {
             return Some(c);
         }
     }
@@ -158,15 +190,34 @@ fn glyph_char(doc: &Document, name: &[u8]) -> Option<char> {
         return None;
     }
     let mut diff = Dictionary::new();
-    diff.set("Differences", Object::Array(vec![Object::Integer(65), Object::Name(name.to_vec())]));
+    diff.set(
+        "Differences",
+        Object::Array(vec![Object::Integer(65), Object::Name(name.to_vec())]),
+    );
     decode_with(doc, Object::Dictionary(diff), 65)
 }
 
 fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
-    let symbol = font.get(b"BaseFont").and_then(Object::as_name).is_ok_and(|n| n.ends_with(b"Symbol"));
-    let known = |n: &[u8]| matches!(n, b"WinAnsiEncoding" | b"MacRomanEncoding" | b"MacExpertEncoding" | b"StandardEncoding");
-    let mut base: Vec<u8> = if symbol { b"SymbolEncoding".to_vec() } else { b"StandardEncoding".to_vec() };
-    let encoding = font.get(b"Encoding").ok().and_then(|o| doc.dereference(o).ok()).map(|(_, o)| o);
+    let symbol = font
+        .get(b"BaseFont")
+        .and_then(Object::as_name)
+        .is_ok_and(|n| n.ends_with(b"Symbol"));
+    let known = |n: &[u8]| {
+        matches!(
+            n,
+            b"WinAnsiEncoding" | b"MacRomanEncoding" | b"MacExpertEncoding" | b"StandardEncoding"
+        )
+    };
+    let mut base: Vec<u8> = if symbol {
+        b"SymbolEncoding".to_vec()
+    } else {
+        b"StandardEncoding".to_vec()
+    };
+    let encoding = font
+        .get(b"Encoding")
+        .ok()
+        .and_then(|o| doc.dereference(o).ok())
+        .map(|(_, o)| o);
     let mut differences: Option<&Vec<Object>> = None;
     match encoding {
         Some(Object::Name(name)) if known(name) => base = name.clone(),
@@ -224,7 +275,10 @@ impl Font<'_> {
         }
         let start = out.len();
         if let Some(enc @ Encoding::UnicodeMapEncoding(_)) = &self.encoding {
-            if enc.write_to_string(code, out).is_ok() && !out[start..].is_empty() && !out[start..].contains('\u{fffd}') {
+            if enc.write_to_string(code, out).is_ok()
+                && !out[start..].is_empty()
+                && !out[start..].contains('\u{fffd}')
+            {
                 return;
             }
             out.truncate(start);
@@ -261,7 +315,10 @@ fn array<'a>(doc: &'a Document, o: &'a Object) -> Option<&'a Vec<Object>> {
 }
 
 fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
-    let subtype = font.get(b"Subtype").and_then(Object::as_name).unwrap_or(b"");
+    let subtype = font
+        .get(b"Subtype")
+        .and_then(Object::as_name)
+        .unwrap_or(b"");
     let two_byte = subtype == b"Type0";
     // ToUnicode first (lopdf prefers /Encoding when both exist, which loses
     // the font's own mapping), then the simple-font encoding.
@@ -292,10 +349,21 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
     };
     let mut scale = 0.001;
     let widths = if two_byte {
-        let descendant = font.get(b"DescendantFonts").ok().and_then(|o| array(doc, o)).and_then(|a| a.first()).and_then(|o| dict(doc, o));
-        let default = descendant.and_then(|d| d.get(b"DW").ok()).and_then(num).unwrap_or(1000.0);
+        let descendant = font
+            .get(b"DescendantFonts")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .and_then(|a| a.first())
+            .and_then(|o| dict(doc, o));
+        let default = descendant
+            .and_then(|d| d.get(b"DW").ok())
+            .and_then(num)
+            .unwrap_or(1000.0);
         let mut map = HashMap::new();
-        if let Some(w) = descendant.and_then(|d| d.get(b"W").ok()).and_then(|o| array(doc, o)) {
+        if let Some(w) = descendant
+            .and_then(|d| d.get(b"W").ok())
+            .and_then(|o| array(doc, o))
+        {
             let mut i = 0;
             while i + 1 < w.len() {
                 let Some(first) = num(&w[i]) else { break };
@@ -322,23 +390,50 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         Widths::Cid { default, map }
     } else {
         if subtype == b"Type3" {
-            if let Some(m) = font.get(b"FontMatrix").ok().and_then(|o| array(doc, o)).and_then(|a| a.first()).and_then(num) {
+            if let Some(m) = font
+                .get(b"FontMatrix")
+                .ok()
+                .and_then(|o| array(doc, o))
+                .and_then(|a| a.first())
+                .and_then(num)
+            {
                 scale = m;
             }
         }
         let first = font.get(b"FirstChar").ok().and_then(num).unwrap_or(0.0) as u32;
-        let widths: Vec<f32> = font.get(b"Widths").ok().and_then(|o| array(doc, o)).map(|a| a.iter().map(|o| num(o).unwrap_or(0.0)).collect()).unwrap_or_default();
+        let widths: Vec<f32> = font
+            .get(b"Widths")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .map(|a| a.iter().map(|o| num(o).unwrap_or(0.0)).collect())
+            .unwrap_or_default();
         let missing = font
             .get(b"FontDescriptor")
             .ok()
             .and_then(|o| dict(doc, o))
-            .and_then(|d| d.get(b"MissingWidth").ok().and_then(num).or_else(|| d.get(b"AvgWidth").ok().and_then(num)))
+            .and_then(|d| {
+                d.get(b"MissingWidth")
+                    .ok()
+                    .and_then(num)
+                    .or_else(|| d.get(b"AvgWidth").ok().and_then(num))
+            })
             .filter(|w| *w > 0.0)
             .unwrap_or(if subtype == b"Type3" { 0.0 } else { 500.0 });
-        Widths::Simple { first, widths, missing }
+        Widths::Simple {
+            first,
+            widths,
+            missing,
+        }
     };
     let simple = (!two_byte && subtype != b"Type3").then(|| simple_table(doc, font));
-    Font { encoding, simple, predefined, two_byte, widths, scale }
+    Font {
+        encoding,
+        simple,
+        predefined,
+        two_byte,
+        widths,
+        scale,
+    }
 }
 
 #[derive(Clone)]
@@ -397,10 +492,18 @@ impl<'a> Interpreter<'a> {
     }
 
     fn font(&mut self, resources: Option<&'a Dictionary>, name: &[u8]) -> Option<Rc<Font<'a>>> {
-        let fonts = resources?.get(b"Font").ok().and_then(|o| dict(self.doc, o))?;
+        let fonts = resources?
+            .get(b"Font")
+            .ok()
+            .and_then(|o| dict(self.doc, o))?;
         let font = fonts.get(name).ok().and_then(|o| dict(self.doc, o))?;
         let key = font as *const Dictionary as usize;
-        Some(self.fonts.entry(key).or_insert_with(|| Rc::new(load_font(self.doc, font))).clone())
+        Some(
+            self.fonts
+                .entry(key)
+                .or_insert_with(|| Rc::new(load_font(self.doc, font)))
+                .clone(),
+        )
     }
 
     fn newline(&mut self) {
@@ -413,7 +516,10 @@ impl<'a> Interpreter<'a> {
     fn finish_line(&mut self) {
         let line = &self.out[self.line_start..];
         let rtl = line.chars().filter(|c| is_rtl(*c)).count();
-        let ltr = line.chars().filter(|c| c.is_alphabetic() && !is_rtl(*c)).count();
+        let ltr = line
+            .chars()
+            .filter(|c| c.is_alphabetic() && !is_rtl(*c))
+            .count();
         if rtl > 0 && rtl >= ltr {
             let logical = visual_to_logical(line);
             self.out.truncate(self.line_start);
@@ -429,13 +535,21 @@ impl<'a> Interpreter<'a> {
             None => bytes.chunks(step).collect(),
         };
         for code_bytes in codes {
-            let code = code_bytes.iter().fold(0u32, |c, b| (c << 8) | u32::from(*b));
-            let trm = mul(&[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise], &mul(tm, &gs.ctm));
+            let code = code_bytes
+                .iter()
+                .fold(0u32, |c, b| (c << 8) | u32::from(*b));
+            let trm = mul(
+                &[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise],
+                &mul(tm, &gs.ctm),
+            );
             let (x, y) = (trm[4], trm[5]);
             let size = (trm[2] * trm[2] + trm[3] * trm[3]).sqrt().max(0.1);
             let mut glyph = String::new();
             font.decode(code_bytes, &mut glyph);
-            let glyph: String = glyph.chars().filter(|c| !c.is_control() || *c == ' ').collect();
+            let glyph: String = glyph
+                .chars()
+                .filter(|c| !c.is_control() || *c == ' ')
+                .collect();
             let is_space = code_bytes == [32] || glyph == " ";
             if glyph.is_empty() || glyph.contains('\u{fffd}') {
                 self.undecodable += 1;
@@ -450,11 +564,27 @@ impl<'a> Interpreter<'a> {
                 (Some(_), _) => font.widths.get(u32::MAX),
                 (None, _) => font.widths.get(code),
             } * font.scale;
-            let tx = (w0 * gs.size + gs.char_spacing + if is_space && step == 1 { gs.word_spacing } else { 0.0 }) * gs.h_scale;
+            let tx = (w0 * gs.size
+                + gs.char_spacing
+                + if is_space && step == 1 {
+                    gs.word_spacing
+                } else {
+                    0.0
+                })
+                * gs.h_scale;
             *tm = mul(&[1.0, 0.0, 0.0, 1.0, tx, 0.0], tm);
-            let end = mul(&[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise], &mul(tm, &gs.ctm));
+            let end = mul(
+                &[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise],
+                &mul(tm, &gs.ctm),
+            );
             if !glyph.is_empty() {
-                self.pen = Some(Pen { x: end[4], y: end[5], size, ux, uy });
+                self.pen = Some(Pen {
+                    x: end[4],
+                    y: end[5],
+                    size,
+                    ux,
+                    uy,
+                });
             }
         }
     }
@@ -471,7 +601,10 @@ impl<'a> Interpreter<'a> {
                 if !self.out.ends_with('\n') {
                     self.newline();
                 }
-            } else if (dx > 0.1 * height || dx < -1.5 * height) && !ends_blank && !glyph.starts_with(' ') {
+            } else if (dx > 0.1 * height || dx < -1.5 * height)
+                && !ends_blank
+                && !glyph.starts_with(' ')
+            {
                 self.out.push(' ');
             }
         }
@@ -482,8 +615,16 @@ impl<'a> Interpreter<'a> {
         self.out.push_str(glyph);
     }
 
-    fn run(&mut self, content: &[u8], resources: Option<&'a Dictionary>, gs: &mut GraphicsState<'a>, depth: usize) -> Result<(), String> {
-        let ops = Content::decode(content).map_err(|e| e.to_string())?.operations;
+    fn run(
+        &mut self,
+        content: &[u8],
+        resources: Option<&'a Dictionary>,
+        gs: &mut GraphicsState<'a>,
+        depth: usize,
+    ) -> Result<(), String> {
+        let ops = Content::decode(content)
+            .map_err(|e| e.to_string())?
+            .operations;
         let mut stack: Vec<GraphicsState<'a>> = Vec::new();
         let mut tm = IDENTITY;
         let mut tlm = IDENTITY;
@@ -509,7 +650,10 @@ impl<'a> Interpreter<'a> {
                     tlm = IDENTITY;
                 }
                 "Tf" => {
-                    if let (Some(name), Some(size)) = (a.first().and_then(|o| o.as_name().ok()), a.get(1).and_then(num)) {
+                    if let (Some(name), Some(size)) = (
+                        a.first().and_then(|o| o.as_name().ok()),
+                        a.get(1).and_then(num),
+                    ) {
                         gs.font = self.font(resources, name);
                         gs.size = size;
                     }
@@ -581,11 +725,28 @@ impl<'a> Interpreter<'a> {
         Ok(())
     }
 
-    fn form(&mut self, resources: Option<&'a Dictionary>, name: &[u8], gs: &GraphicsState<'a>, depth: usize) {
-        let Some(xobjects) = resources.and_then(|r| r.get(b"XObject").ok()).and_then(|o| dict(self.doc, o)) else { return };
-        let Ok(Object::Reference(id)) = xobjects.get(name) else { return };
-        let Ok(Object::Stream(stream)) = self.doc.get_object(*id) else { return };
-        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) || !self.forms.insert(*id) {
+    fn form(
+        &mut self,
+        resources: Option<&'a Dictionary>,
+        name: &[u8],
+        gs: &GraphicsState<'a>,
+        depth: usize,
+    ) {
+        let Some(xobjects) = resources
+            .and_then(|r| r.get(b"XObject").ok())
+            .and_then(|o| dict(self.doc, o))
+        else {
+            return;
+        };
+        let Ok(Object::Reference(id)) = xobjects.get(name) else {
+            return;
+        };
+        let Ok(Object::Stream(stream)) = self.doc.get_object(*id) else {
+            return;
+        };
+        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice())
+            || !self.forms.insert(*id)
+        {
             return;
         }
         let content = match stream.decompressed_content_with_limit(MAX_STREAM_BYTES) {
@@ -597,10 +758,21 @@ impl<'a> Interpreter<'a> {
             }
         };
         let mut inner = gs.clone();
-        if let Some(m) = stream.dict.get(b"Matrix").ok().and_then(|o| array(self.doc, o)).and_then(|a| nums::<6>(a)) {
+        if let Some(m) = stream
+            .dict
+            .get(b"Matrix")
+            .ok()
+            .and_then(|o| array(self.doc, o))
+            .and_then(|a| nums::<6>(a))
+        {
             inner.ctm = mul(&m, &gs.ctm);
         }
-        let form_resources = stream.dict.get(b"Resources").ok().and_then(|o| dict(self.doc, o)).or(resources);
+        let form_resources = stream
+            .dict
+            .get(b"Resources")
+            .ok()
+            .and_then(|o| dict(self.doc, o))
+            .or(resources);
         let _ = self.run(&content, form_resources, &mut inner, depth + 1);
         self.forms.remove(id);
     }
@@ -637,7 +809,10 @@ fn page_resources(doc: &Document, page: ObjectId) -> Option<&Dictionary> {
 /// characters are collected (0 = everything).
 pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
     let pages = doc.get_pages();
-    let mut result = PageTexts { pages: u32::try_from(pages.len()).unwrap_or(u32::MAX), ..PageTexts::default() };
+    let mut result = PageTexts {
+        pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+        ..PageTexts::default()
+    };
     let mut it = Interpreter {
         doc,
         fonts: HashMap::new(),
@@ -701,15 +876,23 @@ mod tests {
         let font = doc.add_object(dictionary! {
             "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
         });
-        let form_ids: Vec<(String, ObjectId)> = forms.iter().map(|(name, _)| ((*name).to_owned(), doc.new_object_id())).collect();
+        let form_ids: Vec<(String, ObjectId)> = forms
+            .iter()
+            .map(|(name, _)| ((*name).to_owned(), doc.new_object_id()))
+            .collect();
         let mut xobjects = Dictionary::new();
         for (name, id) in &form_ids {
             xobjects.set(name.as_bytes().to_vec(), Object::Reference(*id));
         }
-        let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font }, "XObject" => xobjects });
+        let resources = doc.add_object(
+            dictionary! { "Font" => dictionary! { "F1" => font }, "XObject" => xobjects },
+        );
         for ((_, body), (_, id)) in forms.iter().zip(&form_ids) {
             let dict = dictionary! { "Type" => "XObject", "Subtype" => "Form", "BBox" => vec![0.into(), 0.into(), 600.into(), 800.into()], "Resources" => resources };
-            doc.objects.insert(*id, Object::Stream(Stream::new(dict, body.as_bytes().to_vec())));
+            doc.objects.insert(
+                *id,
+                Object::Stream(Stream::new(dict, body.as_bytes().to_vec())),
+            );
         }
         let contents = doc.add_object(Stream::new(dictionary! {}, content.as_bytes().to_vec()));
         let page = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents, "Resources" => resources });
@@ -722,15 +905,33 @@ mod tests {
     }
 
     fn text(content: &str, forms: &[(&str, &str)]) -> String {
-        extract_pages(&pdf(content, forms), 0).text.trim().to_owned()
+        extract_pages(&pdf(content, forms), 0)
+            .text
+            .trim()
+            .to_owned()
     }
 
     #[test]
     fn word_gaps_come_from_positions_not_strings() {
-        assert_eq!(text("BT /F1 12 Tf 72 700 Td [(Hello) -400 (World)] TJ ET", &[]), "Hello World");
-        assert_eq!(text("BT /F1 12 Tf 72 700 Td [(Hel) -15 (lo)] TJ ET", &[]), "Hello");
-        assert_eq!(text("BT /F1 12 Tf 72 700 Td (Total) Tj 100 0 Td (42) Tj ET", &[]), "Total 42");
-        assert_eq!(text("BT /F1 12 Tf 72 700 Td (first) Tj 0 -20 Td (second) Tj ET", &[]), "first\nsecond");
+        assert_eq!(
+            text("BT /F1 12 Tf 72 700 Td [(Hello) -400 (World)] TJ ET", &[]),
+            "Hello World"
+        );
+        assert_eq!(
+            text("BT /F1 12 Tf 72 700 Td [(Hel) -15 (lo)] TJ ET", &[]),
+            "Hello"
+        );
+        assert_eq!(
+            text("BT /F1 12 Tf 72 700 Td (Total) Tj 100 0 Td (42) Tj ET", &[]),
+            "Total 42"
+        );
+        assert_eq!(
+            text(
+                "BT /F1 12 Tf 72 700 Td (first) Tj 0 -20 Td (second) Tj ET",
+                &[]
+            ),
+            "first\nsecond"
+        );
     }
 
     #[test]
@@ -742,7 +943,13 @@ mod tests {
     #[test]
     fn form_xobjects_are_read_and_cycles_stop() {
         let page = "q 1 0 0 1 0 0 cm /Fm1 Do Q";
-        let forms = [("Fm1", "BT /F1 12 Tf 72 700 Td (inside the form) Tj ET /Fm2 Do"), ("Fm2", "/Fm1 Do BT /F1 12 Tf 72 600 Td (nested) Tj ET")];
+        let forms = [
+            (
+                "Fm1",
+                "BT /F1 12 Tf 72 700 Td (inside the form) Tj ET /Fm2 Do",
+            ),
+            ("Fm2", "/Fm1 Do BT /F1 12 Tf 72 600 Td (nested) Tj ET"),
+        ];
         let got = text(page, &forms);
         assert_eq!(got.matches("inside the form").count(), 1, "{got}");
         assert!(got.contains("nested"), "{got}");
@@ -750,9 +957,15 @@ mod tests {
 
     #[test]
     fn extraction_stops_at_the_budget() {
-        let lines: String = (0..50).map(|i| format!("(line{i:02} aaaaaaaaaa) Tj 0 -14 Td ")).collect();
+        let lines: String = (0..50)
+            .map(|i| format!("(line{i:02} aaaaaaaaaa) Tj 0 -14 Td "))
+            .collect();
         let result = extract_pages(&pdf(&format!("BT /F1 12 Tf 72 780 Td {lines} ET"), &[]), 40);
-        assert!(result.text.contains("line00") && !result.text.contains("line10"), "{}", result.text);
+        assert!(
+            result.text.contains("line00") && !result.text.contains("line10"),
+            "{}",
+            result.text
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ pub async fn run(
         let worker = worker.clone();
         let stop = metrics_stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + METRICS_PERIOD, METRICS_PERIOD);
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + METRICS_PERIOD,
+                METRICS_PERIOD,
+            );
             loop {
                 tokio::select! {
                     _ = tick.tick() => emf.flush(&worker.metrics().snapshot()),
@@ -71,7 +74,11 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = JoinSet::new();
     let (done_tx, done_rx) = mpsc::channel::<String>(config.concurrency * 2 + 10);
-    let deleter = tokio::spawn(delete_finished(sqs.clone(), config.queue_url.clone(), done_rx));
+    let deleter = tokio::spawn(delete_finished(
+        sqs.clone(),
+        config.queue_url.clone(),
+        done_rx,
+    ));
     let mut failures = 0u32;
     tracing::info!(queue_url = %config.queue_url, concurrency = config.concurrency, "worker pool started");
 
@@ -115,11 +122,19 @@ pub async fn run(
             Err(e) => {
                 let code = e.code().unwrap_or("").to_owned();
                 if is_fatal_queue_error(&code) {
-                    break Err(PoolError::Queue { queue_url: config.queue_url.clone(), code, source: Box::new(e) });
+                    break Err(PoolError::Queue {
+                        queue_url: config.queue_url.clone(),
+                        code,
+                        source: Box::new(e),
+                    });
                 }
                 failures += 1;
                 let delay = backoff(failures);
-                tracing::warn!(error = &e as &dyn std::error::Error, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "receive failed"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => break Ok(()),
                     _ = tokio::time::sleep(delay) => continue,
@@ -133,7 +148,9 @@ pub async fn run(
             let config = config.clone();
             tasks.spawn(async move {
                 let _slot = permit;
-                let Some(handle) = message.receipt_handle.clone() else { return };
+                let Some(handle) = message.receipt_handle.clone() else {
+                    return;
+                };
                 let work = process(&worker, &message);
                 let disposition = tokio::select! {
                     d = work => d,
@@ -147,7 +164,10 @@ pub async fn run(
         }
     };
 
-    tracing::info!(in_flight = tasks.len(), "receiving stopped; finishing in-flight messages");
+    tracing::info!(
+        in_flight = tasks.len(),
+        "receiving stopped; finishing in-flight messages"
+    );
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
@@ -157,7 +177,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(abandoned = tasks.len(), "grace period over; unfinished messages return to the queue");
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "grace period over; unfinished messages return to the queue"
+        );
         tasks.shutdown().await;
     }
     drop(done_tx);
@@ -180,7 +203,9 @@ async fn process(worker: &Worker, message: &Message) -> Disposition {
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
-    worker.handle(id, message.body().unwrap_or(""), receive_count).await
+    worker
+        .handle(id, message.body().unwrap_or(""), receive_count)
+        .await
 }
 
 /// Extends the message's visibility at half the timeout, for as long as the
@@ -200,7 +225,10 @@ async fn heartbeat(sqs: &aws_sdk_sqs::Client, config: &PoolConfig, handle: &str)
         match extended {
             Ok(_) => tracing::debug!("visibility extended"),
             Err(e) => {
-                tracing::warn!(error = &e as &dyn std::error::Error, "cannot extend visibility; abandoning the message to its redelivery");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot extend visibility; abandoning the message to its redelivery"
+                );
                 return;
             }
         }
@@ -208,23 +236,44 @@ async fn heartbeat(sqs: &aws_sdk_sqs::Client, config: &PoolConfig, handle: &str)
 }
 
 /// Deletes finished messages in batches of up to 10.
-async fn delete_finished(sqs: aws_sdk_sqs::Client, queue_url: String, mut done: mpsc::Receiver<String>) {
+async fn delete_finished(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    mut done: mpsc::Receiver<String>,
+) {
     let mut batch = Vec::with_capacity(10);
     while done.recv_many(&mut batch, 10).await > 0 {
         let entries = batch
             .drain(..)
             .enumerate()
             .filter_map(|(i, handle)| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build().ok()
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
             })
             .collect::<Vec<_>>();
-        match sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
+        match sqs
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
             Ok(out) => {
                 for failed in out.failed() {
-                    tracing::warn!(code = failed.code(), message = failed.message(), "delete failed; the message will be redelivered and found done");
+                    tracing::warn!(
+                        code = failed.code(),
+                        message = failed.message(),
+                        "delete failed; the message will be redelivered and found done"
+                    );
                 }
             }
-            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "delete batch failed; the messages will be redelivered and found done"),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "delete batch failed; the messages will be redelivered and found done"
+            ),
         }
     }
 }
@@ -232,7 +281,11 @@ async fn delete_finished(sqs: aws_sdk_sqs::Client, queue_url: String, mut done: 
 fn is_fatal_queue_error(code: &str) -> bool {
     matches!(
         code,
-        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" | "AccessDenied" | "AccessDeniedException" | "InvalidAddress"
+        "AWS.SimpleQueueService.NonExistentQueue"
+            | "QueueDoesNotExist"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "InvalidAddress"
     )
 }
 

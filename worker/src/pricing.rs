@@ -12,7 +12,8 @@ pub struct Price {
 impl Price {
     /// Cost of one document's calls.
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok) / 1_000_000.0
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
     }
 }
 
@@ -35,14 +36,19 @@ const PRICES: &[(&str, f64, f64)] = &[
 /// `us.anthropic.claude-haiku-4-5-20251001-v1:0` or a foundation-model ARN.
 pub fn price_for(model_id: &str) -> Option<Price> {
     let id = model_id.rsplit('/').next().unwrap_or(model_id);
-    let id = ["us.", "eu.", "apac.", "global.", "jp.", "au.", "us-gov.", "ca."]
-        .iter()
-        .find_map(|p| id.strip_prefix(p))
-        .unwrap_or(id);
+    let id = [
+        "us.", "eu.", "apac.", "global.", "jp.", "au.", "us-gov.", "ca.",
+    ]
+    .iter()
+    .find_map(|p| id.strip_prefix(p))
+    .unwrap_or(id);
     PRICES
         .iter()
         .find(|(prefix, _, _)| id.starts_with(prefix))
-        .map(|&(_, input_per_mtok, output_per_mtok)| Price { input_per_mtok, output_per_mtok })
+        .map(|&(_, input_per_mtok, output_per_mtok)| Price {
+            input_per_mtok,
+            output_per_mtok,
+        })
 }
 
 #[cfg(test)]
@@ -52,10 +58,29 @@ mod tests {
     #[test]
     fn known_ids_with_any_prefix_have_prices() {
         let haiku = price_for(crate::config::DEFAULT_MODEL_ID).unwrap();
-        assert_eq!(haiku, Price { input_per_mtok: 1.0, output_per_mtok: 5.0 });
-        assert_eq!(price_for("anthropic.claude-haiku-4-5-20251001-v1:0"), Some(haiku));
-        assert_eq!(price_for("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0").unwrap().input_per_mtok, 0.035);
-        assert_eq!(price_for("eu.anthropic.claude-3-haiku-20240307-v1:0").unwrap().output_per_mtok, 1.25);
+        assert_eq!(
+            haiku,
+            Price {
+                input_per_mtok: 1.0,
+                output_per_mtok: 5.0
+            }
+        );
+        assert_eq!(
+            price_for("anthropic.claude-haiku-4-5-20251001-v1:0"),
+            Some(haiku)
+        );
+        assert_eq!(
+            price_for("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0")
+                .unwrap()
+                .input_per_mtok,
+            0.035
+        );
+        assert_eq!(
+            price_for("eu.anthropic.claude-3-haiku-20240307-v1:0")
+                .unwrap()
+                .output_per_mtok,
+            1.25
+        );
         assert!(price_for("local:something").is_none());
         assert!((haiku.cost(1_000, 2) - 0.00101).abs() < 1e-12);
     }

@@ -24,12 +24,20 @@ pub fn text_pdf(pages: &[Vec<String>]) -> Vec<u8> {
             Operation::new("Td", vec![56.into(), 780.into()]),
         ];
         for line in lines {
-            let bytes: Vec<u8> = line.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect();
-            ops.push(Operation::new("Tj", vec![Object::String(bytes, lopdf::StringFormat::Literal)]));
+            let bytes: Vec<u8> = line
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect();
+            ops.push(Operation::new(
+                "Tj",
+                vec![Object::String(bytes, lopdf::StringFormat::Literal)],
+            ));
             ops.push(Operation::new("T*", vec![]));
         }
         ops.push(Operation::new("ET", vec![]));
-        let content = Content { operations: ops }.encode().expect("content of text operators always encodes");
+        let content = Content { operations: ops }
+            .encode()
+            .expect("content of text operators always encodes");
         let content_id = doc.add_object(Stream::new(dictionary! {}, content));
         kids.push(Object::Reference(doc.add_object(dictionary! {
             "Type" => "Page",
@@ -147,7 +155,10 @@ pub fn write_samples(dir: &std::path::Path) -> std::io::Result<Vec<std::path::Pa
         .iter()
         .map(|(name, lines)| {
             let path = dir.join(name);
-            std::fs::write(&path, text_pdf(&[lines.iter().map(|l| (*l).to_owned()).collect()]))?;
+            std::fs::write(
+                &path,
+                text_pdf(&[lines.iter().map(|l| (*l).to_owned()).collect()]),
+            )?;
             Ok(path)
         })
         .collect()
@@ -164,7 +175,10 @@ mod tests {
 
     #[test]
     fn written_pdfs_extract_back() {
-        let pdf = text_pdf(&[page(&["INVOICE No. 2026-17", "Total due: 120.00 EUR"]), page(&["Page two"])]);
+        let pdf = text_pdf(&[
+            page(&["INVOICE No. 2026-17", "Total due: 120.00 EUR"]),
+            page(&["Page two"]),
+        ]);
         let x = extract(&pdf, 0).unwrap();
         assert_eq!(x.pages, 2);
         assert!(x.text.contains("INVOICE No. 2026-17"), "{:?}", x.text);
@@ -174,17 +188,26 @@ mod tests {
     #[test]
     fn outcomes_are_honest() {
         assert_eq!(extract(b"hello, not a pdf", 0), Err(ExtractError::NotPdf));
-        assert!(matches!(extract(b"%PDF-1.4\n garbage", 0), Err(ExtractError::Malformed(_))));
+        assert!(matches!(
+            extract(b"%PDF-1.4\n garbage", 0),
+            Err(ExtractError::Malformed(_))
+        ));
         let empty = text_pdf(&[vec![]]);
         assert_eq!(extract(&empty, 0), Err(ExtractError::NoText { pages: 1 }));
     }
 
     #[test]
     fn extraction_stops_at_the_budget() {
-        let pages: Vec<Vec<String>> = (0..20).map(|i| vec![format!("page {i} ") + &"word ".repeat(40)]).collect();
+        let pages: Vec<Vec<String>> = (0..20)
+            .map(|i| vec![format!("page {i} ") + &"word ".repeat(40)])
+            .collect();
         let pdf = text_pdf(&pages);
         let x = extract(&pdf, 300).unwrap();
         assert_eq!(x.pages, 20);
-        assert!(x.text.contains("page 1 ") && !x.text.contains("page 5 "), "{}", x.text.len());
+        assert!(
+            x.text.contains("page 1 ") && !x.text.contains("page 5 "),
+            "{}",
+            x.text.len()
+        );
     }
 }

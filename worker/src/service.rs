@@ -35,7 +35,12 @@ pub async fn run(
 ) -> Result<Summary, RunError> {
     let metrics = Arc::new(Metrics::default());
     let bedrock = clients.bedrock.clone();
-    let classifier = Classifier::from_config(&config.classifier, ClassifierKind::Bedrock, || bedrock, metrics.clone())?;
+    let classifier = Classifier::from_config(
+        &config.classifier,
+        ClassifierKind::Bedrock,
+        || bedrock,
+        metrics.clone(),
+    )?;
     tracing::info!(model_id = classifier.model_id(), prompt_version = classifier.prompt_version(), table = %config.table, "classifier ready");
     let bounds = Bounds {
         max_object_bytes: config.limits.max_object_bytes,
@@ -44,7 +49,13 @@ pub async fn run(
         lease_ttl: Duration::from_secs((config.visibility_timeout_secs as u64 / 2).max(5)),
     };
     let store = LabelStore::new(clients.dynamodb.clone(), config.table.clone());
-    let worker = Arc::new(Worker::new(clients.s3.clone(), store, classifier, bounds, metrics));
+    let worker = Arc::new(Worker::new(
+        clients.s3.clone(),
+        store,
+        classifier,
+        bounds,
+        metrics,
+    ));
     let pool_config = PoolConfig {
         queue_url: config.queue_url.clone(),
         concurrency: config.concurrency as usize,
@@ -52,6 +63,9 @@ pub async fn run(
         visibility_timeout_secs: config.visibility_timeout_secs,
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
     };
-    let emf = config.metrics_namespace.clone().map(|ns| EmfWriter::new(ns, metrics_out));
+    let emf = config
+        .metrics_namespace
+        .clone()
+        .map(|ns| EmfWriter::new(ns, metrics_out));
     Ok(pool::run(worker, clients.sqs, pool_config, shutdown, emf).await?)
 }

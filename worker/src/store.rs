@@ -75,7 +75,8 @@ pub enum Lease {
 }
 
 fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The labels table.
@@ -101,16 +102,27 @@ impl LabelStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Get { table: self.table.clone(), source: Box::new(e) })?;
+            .map_err(|e| StoreError::Get {
+                table: self.table.clone(),
+                source: Box::new(e),
+            })?;
         Ok(out.item.map(LabelRecord::from_item).transpose()?)
     }
 
     /// Takes the lease on `uri` for `ttl`, unless another owner holds a live
     /// lease for the same `etag`.
-    pub async fn acquire_lease(&self, uri: &str, etag: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+    pub async fn acquire_lease(
+        &self,
+        uri: &str,
+        etag: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
         let now = SystemTime::now();
         let until = epoch_ms(now + ttl);
-        let expires_at = (now + ttl + Duration::from_secs(3600)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let expires_at = (now + ttl + Duration::from_secs(3600))
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let n = |v: u64| AttributeValue::N(v.to_string());
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let result = self
@@ -133,8 +145,13 @@ impl LabelStore {
             .await;
         match result {
             Ok(_) => Ok(Lease::Acquired),
-            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(Lease::HeldElsewhere),
-            Err(e) => Err(StoreError::Put { table: self.table.clone(), source: Box::new(e) }),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Ok(Lease::HeldElsewhere)
+            }
+            Err(e) => Err(StoreError::Put {
+                table: self.table.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -144,22 +161,33 @@ impl LabelStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(PARTITION_KEY, AttributeValue::S(format!("{LEASE_PREFIX}{uri}")))
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(format!("{LEASE_PREFIX}{uri}")),
+            )
             .condition_expression("lease_owner = :owner")
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(()),
-            Err(e) => Err(StoreError::Delete { table: self.table.clone(), source: Box::new(e) }),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Delete {
+                table: self.table.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 
     /// Writes `record` if the write rules allow it.
     pub async fn put(&self, record: &LabelRecord) -> Result<Written, StoreError> {
         let item: HashMap<String, AttributeValue> = record.to_item()?.into();
-        let mut values = HashMap::from([(":failed".to_owned(), AttributeValue::S(Status::Failed.as_str().into()))]);
+        let mut values = HashMap::from([(
+            ":failed".to_owned(),
+            AttributeValue::S(Status::Failed.as_str().into()),
+        )]);
         let condition = match (record.status, record.last_modified) {
             (_, None) => "attribute_not_exists(#uri) OR #status = :failed".to_owned(),
             (Status::Failed, Some(lm)) => {
@@ -170,8 +198,14 @@ impl LabelStore {
             }
             (Status::Labeled, Some(lm)) => {
                 values.insert(":lm".into(), AttributeValue::S(format_timestamp(lm)));
-                values.insert(":pv".into(), AttributeValue::S(record.prompt_version.clone()));
-                values.insert(":etag".into(), AttributeValue::S(record.etag.clone().unwrap_or_default()));
+                values.insert(
+                    ":pv".into(),
+                    AttributeValue::S(record.prompt_version.clone()),
+                );
+                values.insert(
+                    ":etag".into(),
+                    AttributeValue::S(record.etag.clone().unwrap_or_default()),
+                );
                 "attribute_not_exists(#uri) OR attribute_not_exists(last_modified) OR last_modified < :lm \
                  OR (last_modified = :lm AND (#status = :failed OR prompt_version <> :pv OR etag <> :etag))"
                     .to_owned()
@@ -190,8 +224,13 @@ impl LabelStore {
             .await;
         match result {
             Ok(_) => Ok(Written::Stored),
-            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => Ok(Written::Superseded),
-            Err(e) => Err(StoreError::Put { table: self.table.clone(), source: Box::new(e) }),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Ok(Written::Superseded)
+            }
+            Err(e) => Err(StoreError::Put {
+                table: self.table.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 }

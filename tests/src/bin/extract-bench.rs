@@ -24,14 +24,19 @@ const DEFAULT_BUDGET: usize = 2000;
 
 fn words(text: &str) -> HashMap<String, usize> {
     let mut bag = HashMap::new();
-    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         *bag.entry(w.to_lowercase()).or_default() += 1;
     }
     bag
 }
 
 fn overlap(a: &HashMap<String, usize>, b: &HashMap<String, usize>) -> usize {
-    a.iter().map(|(w, n)| (*n).min(b.get(w).copied().unwrap_or(0))).sum()
+    a.iter()
+        .map(|(w, n)| (*n).min(b.get(w).copied().unwrap_or(0)))
+        .sum()
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
@@ -44,19 +49,35 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 fn pdftotext(path: &Path) -> (Option<String>, Duration) {
     let start = Instant::now();
-    let out = Command::new("pdftotext").args(["-q", "-enc", "UTF-8"]).arg(path).arg("-").stderr(Stdio::null()).output();
+    let out = Command::new("pdftotext")
+        .args(["-q", "-enc", "UTF-8"])
+        .arg(path)
+        .arg("-")
+        .stderr(Stdio::null())
+        .output();
     let elapsed = start.elapsed();
     match out {
-        Ok(o) if o.status.success() => (Some(String::from_utf8_lossy(&o.stdout).into_owned()), elapsed),
+        Ok(o) if o.status.success() => (
+            Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+            elapsed,
+        ),
         _ => (None, elapsed),
     }
 }
 
 fn child_peak_kib(exe: &Path, bytes: &[u8]) -> Option<u64> {
-    let mut child = Command::new(exe).arg("extract-child").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
+    let mut child = Command::new(exe)
+        .arg("extract-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     child.stdin.take()?.write_all(bytes).ok()?;
     let out = child.wait_with_output().ok()?;
-    serde_json::from_slice::<ChildReport>(&out.stdout).ok().map(|r| r.peak_rss_kib)
+    serde_json::from_slice::<ChildReport>(&out.stdout)
+        .ok()
+        .map(|r| r.peak_rss_kib)
 }
 
 #[derive(Default)]
@@ -70,21 +91,44 @@ struct Tally {
 
 fn main() {
     let per_file = std::env::args().any(|a| a == "--per-file");
-    let Some(dir) = corpus::dir() else { std::process::exit(1) };
-    if Command::new("pdftotext").arg("-v").stderr(Stdio::null()).status().is_err() {
+    let Some(dir) = corpus::dir() else {
+        std::process::exit(1)
+    };
+    if Command::new("pdftotext")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("extract-bench: pdftotext not found; install poppler-utils");
         std::process::exit(1);
     }
-    let exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("docsort-worker"))).filter(|p| p.exists());
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("docsort-worker")))
+        .filter(|p| p.exists());
     let files = scenarios::walk(&dir);
-    let (mut ours, mut budgeted, mut lopdf_tally, mut reference) = (Tally::default(), Tally::default(), Tally::default(), Tally::default());
-    let (mut bytes_total, mut pages_total, mut peak_kib, mut slowest) = (0u64, 0u64, 0u64, (Duration::ZERO, String::new()));
+    let (mut ours, mut budgeted, mut lopdf_tally, mut reference) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    let (mut bytes_total, mut pages_total, mut peak_kib, mut slowest) =
+        (0u64, 0u64, 0u64, (Duration::ZERO, String::new()));
     if per_file {
-        println!("{:<70} {:>6} {:>6} {:>6} {:>6}", "file", "words", "recall", "prec", "lopdf");
+        println!(
+            "{:<70} {:>6} {:>6} {:>6} {:>6}",
+            "file", "words", "recall", "prec", "lopdf"
+        );
     }
     for path in &files {
         let bytes = std::fs::read(path).expect("read corpus file");
-        let name = path.strip_prefix(&dir).unwrap_or(path).display().to_string();
+        let name = path
+            .strip_prefix(&dir)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         bytes_total += bytes.len() as u64;
         let (ref_text, ref_time) = pdftotext(path);
         reference.time += ref_time;
@@ -106,9 +150,10 @@ fn main() {
         budgeted.time += start.elapsed();
 
         let start = Instant::now();
-        let lopdf_text = lopdf::Document::load_mem(&bytes)
-            .ok()
-            .and_then(|d| d.extract_text(&d.get_pages().keys().copied().collect::<Vec<_>>()).ok());
+        let lopdf_text = lopdf::Document::load_mem(&bytes).ok().and_then(|d| {
+            d.extract_text(&d.get_pages().keys().copied().collect::<Vec<_>>())
+                .ok()
+        });
         lopdf_tally.time += start.elapsed();
 
         if let Some(exe) = &exe {
@@ -123,7 +168,11 @@ fn main() {
                 if ref_count >= 20 {
                     let hit = overlap(&got, &ref_words);
                     recall = hit as f64 / ref_count as f64;
-                    precision = if got_count == 0 { 0.0 } else { hit as f64 / got_count as f64 };
+                    precision = if got_count == 0 {
+                        0.0
+                    } else {
+                        hit as f64 / got_count as f64
+                    };
                     ours.recalls.push(recall);
                     ours.precisions.push(precision);
                     if recall < 0.5 {
@@ -145,7 +194,9 @@ fn main() {
             lopdf_recall = hit as f64 / ref_count as f64;
             lopdf_tally.recalls.push(lopdf_recall);
             let n: usize = got.values().sum();
-            lopdf_tally.precisions.push(if n == 0 { 0.0 } else { hit as f64 / n as f64 });
+            lopdf_tally
+                .precisions
+                .push(if n == 0 { 0.0 } else { hit as f64 / n as f64 });
             if lopdf_text.is_some() && lopdf_recall < 0.5 {
                 lopdf_tally.silent.push(name.clone());
             }
@@ -154,13 +205,20 @@ fn main() {
             *lopdf_tally.failures.entry("error".into()).or_default() += 1;
         }
         if per_file {
-            println!("{name:<70} {ref_count:>6} {recall:>6.2} {precision:>6.2} {lopdf_recall:>6.2}");
+            println!(
+                "{name:<70} {ref_count:>6} {recall:>6.2} {precision:>6.2} {lopdf_recall:>6.2}"
+            );
         }
     }
     let mb = bytes_total as f64 / 1e6;
     let row = |label: &str, t: &mut Tally| {
         let secs = t.time.as_secs_f64();
-        let failures = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let failures = t
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
             "{label:<28} {:>7.3} {:>7.3} {:>7.3} {:>7} {:>8.1} {:>8.1} {:>8.2}  {}",
             percentile(&mut t.recalls, 0.5),
@@ -170,14 +228,24 @@ fn main() {
             mb / secs,
             pages_total as f64 / secs,
             secs,
-            if failures.is_empty() { "-".into() } else { failures }
+            if failures.is_empty() {
+                "-".into()
+            } else {
+                failures
+            }
         );
     };
     println!("\n{} files, {:.1} MB, {} pages (docsort's count); reference: pdftotext (poppler), files with >= 20 reference words: {}", files.len(), mb, pages_total, ours.recalls.len());
-    println!("{:<28} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8}  failures", "extractor", "rec p50", "rec p10", "prec50", "silent", "MB/s", "pages/s", "wall s");
+    println!(
+        "{:<28} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8}  failures",
+        "extractor", "rec p50", "rec p10", "prec50", "silent", "MB/s", "pages/s", "wall s"
+    );
     row("docsort (full)", &mut ours);
     budgeted.recalls.clear();
-    row(&format!("docsort (budget {DEFAULT_BUDGET} chars)"), &mut budgeted);
+    row(
+        &format!("docsort (budget {DEFAULT_BUDGET} chars)"),
+        &mut budgeted,
+    );
     row("lopdf extract_text", &mut lopdf_tally);
     row("pdftotext (process per file)", &mut reference);
     println!(
@@ -186,9 +254,16 @@ fn main() {
         reference.time.as_secs_f64() / budgeted.time.as_secs_f64(),
         reference.time.as_secs_f64() / lopdf_tally.time.as_secs_f64()
     );
-    println!("slowest file (docsort, full): {} in {:.0} ms", slowest.1, slowest.0.as_secs_f64() * 1000.0);
+    println!(
+        "slowest file (docsort, full): {} in {:.0} ms",
+        slowest.1,
+        slowest.0.as_secs_f64() * 1000.0
+    );
     if exe.is_some() {
-        println!("peak memory of one extraction (child process, full extraction): {:.0} MiB", peak_kib as f64 / 1024.0);
+        println!(
+            "peak memory of one extraction (child process, full extraction): {:.0} MiB",
+            peak_kib as f64 / 1024.0
+        );
     }
     if !ours.silent.is_empty() {
         println!("\nsilent failures (docsort reported success with < 50% of the reference words):");

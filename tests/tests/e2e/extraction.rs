@@ -35,7 +35,11 @@ fn each_mechanism_reads_its_corpus_file() {
     for (file, phrases) in cases {
         let text = text_of(&dir, file);
         for phrase in *phrases {
-            assert!(text.contains(phrase), "{file}: {phrase:?} not in:\n{}", &text[..text.len().min(1500)]);
+            assert!(
+                text.contains(phrase),
+                "{file}: {phrase:?} not in:\n{}",
+                &text[..text.len().min(1500)]
+            );
         }
     }
 }
@@ -44,7 +48,10 @@ fn each_mechanism_reads_its_corpus_file() {
 fn failures_are_honest_and_nothing_crashes() {
     let Some(dir) = corpus::dir() else { return };
     let bytes = std::fs::read(dir.join("encrypted/pypdf__r4-user-password.pdf")).expect("read");
-    assert_eq!(extract(&bytes, 0).map_err(|e| e.reason()).err(), Some(FailureReason::Encrypted));
+    assert_eq!(
+        extract(&bytes, 0).map_err(|e| e.reason()).err(),
+        Some(FailureReason::Encrypted)
+    );
     let mut with_text = 0;
     let files = scenarios::walk(&dir);
     for path in &files {
@@ -55,5 +62,9 @@ fn failures_are_honest_and_nothing_crashes() {
         }
     }
     // Measured 181 of 241 at the time of writing; a drop means a regression.
-    assert!(with_text >= 175, "only {with_text} of {} corpus files yield text", files.len());
+    assert!(
+        with_text >= 175,
+        "only {with_text} of {} corpus files yield text",
+        files.len()
+    );
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
-use aws_sdk_s3::types::{Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter};
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
 use docsort_schema::{Source, Status};
 use docsort_tests::env::{queue_arn, sdk_config, unique, TestEnv};
 use docsort_tests::{moto, wait};
@@ -18,13 +21,21 @@ fn root() -> PathBuf {
 
 fn tool(venv: &str, name: &str) -> PathBuf {
     let path = root().join(venv).join("bin").join(name);
-    assert!(path.exists(), "{} is missing: run scripts/test (it installs the pinned tools)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test (it installs the pinned tools)",
+        path.display()
+    );
     path
 }
 
 fn run(mut command: Command) -> String {
     let out = command.current_dir(root()).output().expect("run tool");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{command:?} failed:\n{text}");
     text
 }
@@ -38,21 +49,39 @@ fn template_passes_cfn_lint() {
 
 #[test]
 fn template_and_dockerfile_pass_checkov() {
-    for (file, framework) in [("infra/docsort.yaml", "cloudformation"), ("Dockerfile", "dockerfile")] {
+    for (file, framework) in [
+        ("infra/docsort.yaml", "cloudformation"),
+        ("Dockerfile", "dockerfile"),
+    ] {
         // Offline: no guideline download, no version check; in a network namespace
         // with no interfaces where this machine allows it, so nothing can leave.
-        let mut scan = if Command::new("unshare").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
+        let mut scan = if Command::new("unshare")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             let mut c = Command::new("unshare");
             c.arg("-n").arg(tool(".venv-checkov", "checkov"));
             c
         } else {
             Command::new(tool(".venv-checkov", "checkov"))
         };
-        scan.args(["-f", file, "--framework", framework, "--compact", "--quiet", "--skip-download"])
-            .env("BC_SKIP_MAPPING", "TRUE")
-            .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "TRUE");
+        scan.args([
+            "-f",
+            file,
+            "--framework",
+            framework,
+            "--compact",
+            "--quiet",
+            "--skip-download",
+        ])
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "TRUE");
         let report = run(scan);
-        assert!(!report.contains("Failed checks: ") || report.contains("Failed checks: 0"), "{file}:\n{report}");
+        assert!(
+            !report.contains("Failed checks: ") || report.contains("Failed checks: 0"),
+            "{file}:\n{report}"
+        );
     }
 }
 
@@ -61,14 +90,23 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
     let sdk = sdk_config(&moto::shared().endpoint).await;
     let cfn = aws_sdk_cloudformation::Client::new(&sdk);
     let template = std::fs::read_to_string(root().join("infra/docsort.yaml")).expect("template");
-    let example: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(root().join("infra/parameters.example.json")).expect("parameters")).expect("json");
+    let example: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(root().join("infra/parameters.example.json")).expect("parameters"),
+    )
+    .expect("json");
     let stack = unique("docsort-stack");
     let bucket = unique("docsort-input");
     let parameters = example.iter().map(|p| {
         let key = p["ParameterKey"].as_str().expect("key");
-        let value = if key == "BucketName" { bucket.as_str() } else { p["ParameterValue"].as_str().expect("value") };
-        Parameter::builder().parameter_key(key).parameter_value(value).build()
+        let value = if key == "BucketName" {
+            bucket.as_str()
+        } else {
+            p["ParameterValue"].as_str().expect("value")
+        };
+        Parameter::builder()
+            .parameter_key(key)
+            .parameter_value(value)
+            .build()
     });
     cfn.create_stack()
         .stack_name(&stack)
@@ -79,7 +117,12 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
         .await
         .expect("create stack");
     let outputs = wait::until("the stack to be created", DEADLINE, || async {
-        let out = cfn.describe_stacks().stack_name(&stack).send().await.expect("describe stack");
+        let out = cfn
+            .describe_stacks()
+            .stack_name(&stack)
+            .send()
+            .await
+            .expect("describe stack");
         let s = out.stacks()[0].clone();
         match s.stack_status() {
             Some(StackStatus::CreateComplete) => Some(s.outputs().to_vec()),
@@ -89,9 +132,21 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
     })
     .await;
     let output = |name: &str| {
-        outputs.iter().find(|o| o.output_key() == Some(name)).and_then(|o| o.output_value()).unwrap_or_else(|| panic!("output {name}")).to_owned()
+        outputs
+            .iter()
+            .find(|o| o.output_key() == Some(name))
+            .and_then(|o| o.output_value())
+            .unwrap_or_else(|| panic!("output {name}"))
+            .to_owned()
     };
-    for name in ["BucketName", "QueueUrl", "DlqUrl", "TableName", "ClusterName", "ServiceName"] {
+    for name in [
+        "BucketName",
+        "QueueUrl",
+        "DlqUrl",
+        "TableName",
+        "ClusterName",
+        "ServiceName",
+    ] {
         assert!(!output(name).is_empty(), "{name}");
     }
     // moto returns amazonaws.com queue URLs from !Ref: resolve them by name.
@@ -100,18 +155,32 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
         let sqs = sqs.clone();
         async move {
             let name = url.rsplit('/').next().expect("queue name").to_owned();
-            sqs.get_queue_url().queue_name(name).send().await.expect("queue by name").queue_url.expect("url")
+            sqs.get_queue_url()
+                .queue_name(name)
+                .send()
+                .await
+                .expect("queue by name")
+                .queue_url
+                .expect("url")
         }
     };
     let queue_url = resolve(output("QueueUrl")).await;
     let dlq_url = resolve(output("DlqUrl")).await;
     assert_eq!(output("BucketName"), bucket);
-    let env = TestEnv::attach(bucket, queue_url, dlq_url, output("TableName"), |_| answer("invoice")).await;
+    let env = TestEnv::attach(bucket, queue_url, dlq_url, output("TableName"), |_| {
+        answer("invoice")
+    })
+    .await;
 
     // The template's bucket notification is real, but moto ignores a bucket's
     // NotificationConfiguration in CloudFormation: apply the same rule by API.
-    let prefix = example.iter().find(|p| p["ParameterKey"] == "InputPrefix").and_then(|p| p["ParameterValue"].as_str()).unwrap_or("");
-    let rule = |name: FilterRuleName, value: &str| FilterRule::builder().name(name).value(value).build();
+    let prefix = example
+        .iter()
+        .find(|p| p["ParameterKey"] == "InputPrefix")
+        .and_then(|p| p["ParameterValue"].as_str())
+        .unwrap_or("");
+    let rule =
+        |name: FilterRuleName, value: &str| FilterRule::builder().name(name).value(value).build();
     env.s3
         .put_bucket_notification_configuration()
         .bucket(&env.bucket)
@@ -123,7 +192,12 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
                         .events(Event::S3ObjectCreated)
                         .filter(
                             NotificationConfigurationFilter::builder()
-                                .key(S3KeyFilter::builder().filter_rules(rule(FilterRuleName::Prefix, prefix)).filter_rules(rule(FilterRuleName::Suffix, ".pdf")).build())
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .filter_rules(rule(FilterRuleName::Prefix, prefix))
+                                        .filter_rules(rule(FilterRuleName::Suffix, ".pdf"))
+                                        .build(),
+                                )
                                 .build(),
                         )
                         .build()
@@ -137,9 +211,13 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
 
     let worker = env.start_worker().await;
     let key = format!("{prefix}2026/invoice 7.pdf");
-    env.put(&key, pdf(&["INVOICE 7", "Total due 99.00 EUR"])).await;
+    env.put(&key, pdf(&["INVOICE 7", "Total due 99.00 EUR"]))
+        .await;
     let item = wait_for_item(&env, &key).await;
     let run = worker.stop().await;
-    assert_eq!((item.status, item.label.as_deref(), item.source), (Status::Labeled, Some("invoice"), Source::S3Event));
+    assert_eq!(
+        (item.status, item.label.as_deref(), item.source),
+        (Status::Labeled, Some("invoice"), Source::S3Event)
+    );
     assert_eq!(run.labeled, 1);
 }

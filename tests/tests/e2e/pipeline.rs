@@ -23,17 +23,32 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
     let files: Vec<_> = ["invoice", "contract", "form", "report", "paper"]
         .iter()
         .flat_map(|g| corpus::group(&dir, g))
-        .filter(|p| std::fs::metadata(p).map(|m| m.len() < 1_500_000).unwrap_or(false))
+        .filter(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.len() < 1_500_000)
+                .unwrap_or(false)
+        })
         .take(40)
         .collect();
-    assert!(files.len() >= 30, "corpus has too few PDFs: {}", files.len());
+    assert!(
+        files.len() >= 30,
+        "corpus has too few PDFs: {}",
+        files.len()
+    );
 
-    let env = TestEnv::new("backfill", |call| Reply::Answer(label_for(&call.document).to_owned())).await;
+    let env = TestEnv::new("backfill", |call| {
+        Reply::Answer(label_for(&call.document).to_owned())
+    })
+    .await;
     let prompt = Prompt::new(Taxonomy::default());
     let mut expected = std::collections::HashMap::new();
     for path in &files {
         let bytes = std::fs::read(path).expect("read corpus file");
-        let name = path.strip_prefix(&dir).expect("inside corpus").to_string_lossy().into_owned();
+        let name = path
+            .strip_prefix(&dir)
+            .expect("inside corpus")
+            .to_string_lossy()
+            .into_owned();
         let key = format!("backfill/{name}");
         let outcome = extract(&bytes, 2000)
             .map(|x| label_for(&document_of(&prompt.user_message(&x.text, 2000))).to_owned())
@@ -42,11 +57,23 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
         env.put(&key, bytes).await;
     }
     env.put("backfill/notes.txt", b"not a pdf".to_vec()).await;
-    env.put("elsewhere/skip.pdf", pdf(&["outside the prefix"])).await;
+    env.put("elsewhere/skip.pdf", pdf(&["outside the prefix"]))
+        .await;
 
     let sender = Sender::new(env.sqs.clone(), env.queue_url.clone(), 4);
-    let summary = backfill(&env.s3, &env.bucket, "backfill/", Some(&sender), &ProgressBar::hidden()).await.expect("backfill");
-    assert_eq!((summary.listed, summary.enqueued, summary.failed), (files.len() as u64, files.len() as u64, 0));
+    let summary = backfill(
+        &env.s3,
+        &env.bucket,
+        "backfill/",
+        Some(&sender),
+        &ProgressBar::hidden(),
+    )
+    .await
+    .expect("backfill");
+    assert_eq!(
+        (summary.listed, summary.enqueued, summary.failed),
+        (files.len() as u64, files.len() as u64, 0)
+    );
 
     let worker = env.start_worker().await;
     let items = wait::until("one record per PDF", Duration::from_secs(300), || async {
@@ -57,7 +84,11 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
     wait_for_empty_queue(&env).await;
     let run = worker.stop().await;
 
-    assert_eq!(items.len(), files.len(), "exactly one item per PDF, nothing outside the prefix");
+    assert_eq!(
+        items.len(),
+        files.len(),
+        "exactly one item per PDF, nothing outside the prefix"
+    );
     let mut labeled = 0;
     for (key, want) in &expected {
         let item = &items[key];
@@ -67,32 +98,64 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
         match want {
             Ok(label) => {
                 labeled += 1;
-                assert_eq!((item.status, item.label.as_deref()), (Status::Labeled, Some(label.as_str())), "{key}");
+                assert_eq!(
+                    (item.status, item.label.as_deref()),
+                    (Status::Labeled, Some(label.as_str())),
+                    "{key}"
+                );
                 assert_eq!(item.model_id.as_deref(), Some(MODEL_ID));
-                assert!(item.input_tokens > 0 && item.output_tokens > 0 && item.cost_usd.unwrap_or(0.0) > 0.0, "{key}: {item:?}");
+                assert!(
+                    item.input_tokens > 0
+                        && item.output_tokens > 0
+                        && item.cost_usd.unwrap_or(0.0) > 0.0,
+                    "{key}: {item:?}"
+                );
                 assert_eq!(item.attempts, 1);
             }
-            Err(reason) => assert_eq!((item.status, item.failure.as_ref()), (Status::Failed, Some(reason)), "{key}"),
+            Err(reason) => assert_eq!(
+                (item.status, item.failure.as_ref()),
+                (Status::Failed, Some(reason)),
+                "{key}"
+            ),
         }
-        let head = env.s3.head_object().bucket(&env.bucket).key(key).send().await.expect("head");
-        assert_eq!(item.etag.as_deref(), head.e_tag().map(|e| e.trim_matches('"')));
+        let head = env
+            .s3
+            .head_object()
+            .bucket(&env.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(
+            item.etag.as_deref(),
+            head.e_tag().map(|e| e.trim_matches('"'))
+        );
         assert_eq!(item.size_bytes, head.content_length().map(|n| n as u64));
     }
     assert!(labeled >= 30, "only {labeled} corpus PDFs were labeled");
     let calls = env.bedrock.calls();
     assert_eq!(calls.len(), labeled, "one model call per labeled document");
-    assert_eq!((run.labeled, run.model_calls), (labeled as u64, labeled as u64));
+    assert_eq!(
+        (run.labeled, run.model_calls),
+        (labeled as u64, labeled as u64)
+    );
     for call in &calls {
         assert_eq!(call.model_id, MODEL_ID);
         assert_eq!(call.inference_config["temperature"], 0.0);
         assert_eq!(call.inference_config["maxTokens"], 8);
-        assert!(call.inference_config.get("topP").is_none(), "top_p must not be sent");
+        assert!(
+            call.inference_config.get("topP").is_none(),
+            "top_p must not be sent"
+        );
         assert!(call.document.chars().count() <= 2000);
         assert_eq!(call.system, prompt.system());
     }
 
     // Downstream read: every labeled item is on the label index, newest last.
-    let some_label = items.values().find_map(|i| i.label.clone()).expect("a label");
+    let some_label = items
+        .values()
+        .find_map(|i| i.label.clone())
+        .expect("a label");
     let since = "2000-01-01T00:00:00.000Z";
     let out = env
         .dynamodb
@@ -106,8 +169,15 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
         .send()
         .await
         .expect("query label-index");
-    let via_index: Vec<LabelRecord> = out.items().iter().map(|i| LabelRecord::from_item(i.clone()).expect("record")).collect();
-    let want = items.values().filter(|i| i.label.as_ref() == Some(&some_label)).count();
+    let via_index: Vec<LabelRecord> = out
+        .items()
+        .iter()
+        .map(|i| LabelRecord::from_item(i.clone()).expect("record"))
+        .collect();
+    let want = items
+        .values()
+        .filter(|i| i.label.as_ref() == Some(&some_label))
+        .count();
     assert_eq!(via_index.len(), want);
     assert_eq!(env.leases().await, 0, "every lease was released");
 }
@@ -121,7 +191,13 @@ async fn upload_notification_with_odd_key_is_labeled_under_the_exact_key() {
         .bucket(&env.bucket)
         .notification_configuration(
             NotificationConfiguration::builder()
-                .queue_configurations(QueueConfiguration::builder().queue_arn(arn).events(Event::S3ObjectCreated).build().expect("queue config"))
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .expect("queue config"),
+                )
                 .build(),
         )
         .send()
@@ -129,10 +205,14 @@ async fn upload_notification_with_odd_key_is_labeled_under_the_exact_key() {
         .expect("bucket notification");
     let worker = env.start_worker().await;
     let key = "inbox/Q3 report+final ünïcödé/Résumé 2026 (1) 文書 100%.pdf";
-    env.put(key, pdf(&["INVOICE 2026-0042", "Amount due: 1,200.00 EUR"])).await;
+    env.put(key, pdf(&["INVOICE 2026-0042", "Amount due: 1,200.00 EUR"]))
+        .await;
 
     let item = wait_for_item(&env, key).await;
-    assert_eq!((item.status, item.label.as_deref()), (Status::Labeled, Some("invoice")));
+    assert_eq!(
+        (item.status, item.label.as_deref()),
+        (Status::Labeled, Some("invoice"))
+    );
     assert_eq!(item.key, key);
     assert_eq!(item.uri, format!("s3://{}/{key}", env.bucket));
     assert_eq!(item.source, Source::S3Event);
@@ -140,15 +220,27 @@ async fn upload_notification_with_odd_key_is_labeled_under_the_exact_key() {
     let run = worker.stop().await;
     assert_eq!(env.items().await.len(), 1);
     assert_eq!(env.bedrock.call_count(), 1);
-    assert!(env.bedrock.calls()[0].document.contains("INVOICE 2026-0042"));
-    assert!(run.ignored >= 1, "the s3:TestEvent is acknowledged: {run:?}");
+    assert!(env.bedrock.calls()[0]
+        .document
+        .contains("INVOICE 2026-0042"));
+    assert!(
+        run.ignored >= 1,
+        "the s3:TestEvent is acknowledged: {run:?}"
+    );
     assert_eq!(env.depth(&env.dlq_url).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_job_delivered_twice_costs_one_model_call() {
     let env = TestEnv::new("dup", |_| answer("contract")).await;
-    env.put("a.pdf", pdf(&["MUTUAL NON-DISCLOSURE AGREEMENT", "The parties agree as follows."])).await;
+    env.put(
+        "a.pdf",
+        pdf(&[
+            "MUTUAL NON-DISCLOSURE AGREEMENT",
+            "The parties agree as follows.",
+        ]),
+    )
+    .await;
     let body = Job::new(&env.bucket, "a.pdf", Source::Manual).to_body();
     let worker = env.start_worker().await;
     env.send(&body).await;
@@ -179,10 +271,15 @@ async fn a_garbage_answer_gets_one_reask_then_fails_unparseable() {
     })
     .await;
     env.put("stubborn.pdf", pdf(&["stubborn document"])).await;
-    env.put("recovers.pdf", pdf(&["Dear Ms Smith, thank you for your letter."])).await;
+    env.put(
+        "recovers.pdf",
+        pdf(&["Dear Ms Smith, thank you for your letter."]),
+    )
+    .await;
     let worker = env.start_worker().await;
     for key in ["stubborn.pdf", "recovers.pdf"] {
-        env.send(&Job::new(&env.bucket, key, Source::Manual).to_body()).await;
+        env.send(&Job::new(&env.bucket, key, Source::Manual).to_body())
+            .await;
     }
     let stubborn = wait_for_item(&env, "stubborn.pdf").await;
     let recovers = wait_for_item(&env, "recovers.pdf").await;
@@ -193,7 +290,10 @@ async fn a_garbage_answer_gets_one_reask_then_fails_unparseable() {
     assert_eq!(stubborn.failure, Some(FailureReason::UnparseableAnswer));
     assert!(stubborn.label.is_none());
     assert!(stubborn.detail.as_deref().unwrap_or("").contains("banana"));
-    assert_eq!((recovers.status, recovers.label.as_deref()), (Status::Labeled, Some("letter")));
+    assert_eq!(
+        (recovers.status, recovers.label.as_deref()),
+        (Status::Labeled, Some("letter"))
+    );
     let calls = env.bedrock.calls();
     assert_eq!(calls.len(), 4, "one call and one re-ask per document");
     let reasks: Vec<_> = calls.iter().filter(|c| c.turns.len() == 3).collect();
@@ -202,18 +302,25 @@ async fn a_garbage_answer_gets_one_reask_then_fails_unparseable() {
         assert_eq!(c.turns[1].0, "assistant");
         assert!(c.turns[2].1.contains("exactly one word"));
     }
-    assert!(stubborn.input_tokens > 0 && stubborn.output_tokens >= 2, "tokens of both calls count");
+    assert!(
+        stubborn.input_tokens > 0 && stubborn.output_tokens >= 2,
+        "tokens of both calls count"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_object_fails_not_found_and_its_message_is_deleted() {
     let env = TestEnv::new("missing", |_| answer("invoice")).await;
     let worker = env.start_worker().await;
-    env.send(&Job::new(&env.bucket, "gone/nothing here.pdf", Source::Manual).to_body()).await;
+    env.send(&Job::new(&env.bucket, "gone/nothing here.pdf", Source::Manual).to_body())
+        .await;
     let item = wait_for_item(&env, "gone/nothing here.pdf").await;
     wait_for_empty_queue(&env).await;
     let run = worker.stop().await;
-    assert_eq!((item.status, item.failure), (Status::Failed, Some(FailureReason::NotFound)));
+    assert_eq!(
+        (item.status, item.failure),
+        (Status::Failed, Some(FailureReason::NotFound))
+    );
     assert!(item.detail.is_some() && item.etag.is_none() && item.model_id.is_none());
     assert_eq!(item.attempts, 0);
     assert_eq!(env.bedrock.call_count(), 0);
@@ -224,17 +331,31 @@ async fn a_missing_object_fails_not_found_and_its_message_is_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn documents_that_are_not_readable_pdfs_fail_with_their_reason() {
     let env = TestEnv::new("bad", |_| answer("invoice")).await;
-    env.put("notes.pdf", b"just some text, not a PDF".to_vec()).await;
+    env.put("notes.pdf", b"just some text, not a PDF".to_vec())
+        .await;
     env.put("scan.pdf", text_pdf(&[vec![], vec![]])).await;
-    env.put("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog".to_vec()).await;
+    env.put(
+        "broken.pdf",
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog".to_vec(),
+    )
+    .await;
     let worker = env.start_worker().await;
     for key in ["notes.pdf", "scan.pdf", "broken.pdf"] {
-        env.send(&Job::new(&env.bucket, key, Source::Manual).to_body()).await;
+        env.send(&Job::new(&env.bucket, key, Source::Manual).to_body())
+            .await;
     }
-    let want = [("notes.pdf", FailureReason::NotPdf), ("scan.pdf", FailureReason::NoText), ("broken.pdf", FailureReason::Malformed)];
+    let want = [
+        ("notes.pdf", FailureReason::NotPdf),
+        ("scan.pdf", FailureReason::NoText),
+        ("broken.pdf", FailureReason::Malformed),
+    ];
     for (key, reason) in want {
         let item = wait_for_item(&env, key).await;
-        assert_eq!((item.status, item.failure), (Status::Failed, Some(reason)), "{key}");
+        assert_eq!(
+            (item.status, item.failure),
+            (Status::Failed, Some(reason)),
+            "{key}"
+        );
         assert!(item.etag.is_some() && item.size_bytes.is_some());
     }
     wait_for_empty_queue(&env).await;
