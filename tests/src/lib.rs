@@ -10,5 +10,6 @@ pub mod bedrock;
 pub mod corpus;
 pub mod env;
 pub mod moto;
+pub mod recall;
 pub mod scenarios;
 pub mod wait;

@@ -174,7 +174,21 @@ pub fn run_child(budget_chars: usize) -> std::io::Result<()> {
     out.flush()
 }
 
+/// This process's peak resident memory. Linux's `VmHWM` is this program's
+/// own; `getrusage`'s maximum carries over from the forking parent across
+/// exec, so a large parent would hide a small child.
 fn peak_rss_kib() -> u64 {
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        });
+    if let Some(kib) = hwm {
+        return kib;
+    }
     // SAFETY: getrusage only writes into the struct we pass.
     unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();

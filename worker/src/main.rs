@@ -30,6 +30,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if matches!(cli.command, Command::Extract(_) | Command::Samples(_)) {
+        // These commands only print (`extract f.pdf | head`): a closed pipe ends
+        // them quietly, as it does other command-line tools. Commands with
+        // sockets keep Rust's default (SIGPIPE ignored, EPIPE is an error).
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Run(config) => runtime().and_then(|rt| rt.block_on(run(config))),

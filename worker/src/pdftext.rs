@@ -13,8 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use lopdf::content::Content;
 use lopdf::{Dictionary, Document, Encoding, Object, ObjectId};
+
+use crate::pdflex::Ops;
+use crate::tounicode::ToUnicode;
 
 type Matrix = [f32; 6];
 const IDENTITY: Matrix = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
@@ -189,12 +191,14 @@ fn glyph_char(doc: &Document, name: &[u8]) -> Option<char> {
     if name.starts_with(b".") {
         return None;
     }
+    // At a code the base encoding leaves empty, so a name lopdf does not know
+    // yields nothing rather than the base encoding's character.
     let mut diff = Dictionary::new();
     diff.set(
         "Differences",
-        Object::Array(vec![Object::Integer(65), Object::Name(name.to_vec())]),
+        Object::Array(vec![Object::Integer(1), Object::Name(name.to_vec())]),
     );
-    decode_with(doc, Object::Dictionary(diff), 65)
+    decode_with(doc, Object::Dictionary(diff), 1)
 }
 
 fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
@@ -219,12 +223,19 @@ fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
         .and_then(|o| doc.dereference(o).ok())
         .map(|(_, o)| o);
     let mut differences: Option<&Vec<Object>> = None;
+    // Whether the PDF names the base encoding; if not, an embedded font's own
+    // encoding is the base (ISO 32000 9.6.6.1).
+    let mut named_base = false;
     match encoding {
-        Some(Object::Name(name)) if known(name) => base = name.clone(),
+        Some(Object::Name(name)) if known(name) => {
+            base = name.clone();
+            named_base = true;
+        }
         Some(Object::Dictionary(d)) => {
             if let Ok(name) = d.get(b"BaseEncoding").and_then(Object::as_name) {
                 if known(name) {
                     base = name.to_vec();
+                    named_base = true;
                 }
             }
             differences = d.get(b"Differences").ok().and_then(|o| array(doc, o));
@@ -232,7 +243,16 @@ fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
         _ => {}
     }
     let mut table: SimpleTable = Box::new([None; 256]);
-    if base != b"SymbolEncoding" {
+    let builtin = if named_base {
+        None
+    } else {
+        type1_builtin_encoding(doc, font).or_else(|| cff_builtin_encoding(doc, font))
+    };
+    if let Some(names) = builtin {
+        for (code, name) in names {
+            table[usize::from(code)] = glyph_char(doc, &name);
+        }
+    } else if base != b"SymbolEncoding" {
         for code in 0..=255u8 {
             table[usize::from(code)] = decode_with(doc, Object::Name(base.clone()), code);
         }
@@ -253,8 +273,81 @@ fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
     table
 }
 
+/// The built-in encoding of an embedded Type 1 font program: the
+/// `dup <code> /<glyph> put` entries of the `/Encoding` array in its clear-text
+/// part. `None` for other fonts, and for programs that use StandardEncoding.
+fn type1_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
+    let descriptor = font
+        .get(b"FontDescriptor")
+        .ok()
+        .and_then(|o| dict(doc, o))?;
+    let Ok(Object::Reference(id)) = descriptor.get(b"FontFile") else {
+        return None;
+    };
+    let stream = doc.get_object(*id).ok()?.as_stream().ok()?;
+    let data = stream
+        .decompressed_content_with_limit(MAX_STREAM_BYTES)
+        .ok()
+        .or_else(|| {
+            stream
+                .dict
+                .get(b"Filter")
+                .is_err()
+                .then(|| stream.content.clone())
+        })?;
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let clear = &data[..find(&data, b"eexec").unwrap_or(data.len())];
+    let mut ops = Ops::new(&clear[find(clear, b"/Encoding")?..]);
+    let mut names = Vec::new();
+    while let Some((op, args)) = ops.next_op() {
+        match (op, args) {
+            ("StandardEncoding", _) if names.is_empty() => return None,
+            ("put", [.., Object::Integer(code), Object::Name(name)]) => {
+                if let Ok(code) = u8::try_from(*code) {
+                    names.push((code, name.clone()));
+                }
+            }
+            ("def", _) => break,
+            _ => {}
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+/// The built-in encoding of an embedded CFF (Type 1C) font program: each
+/// code's glyph name through the font's encoding and charset.
+fn cff_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
+    let descriptor = font
+        .get(b"FontDescriptor")
+        .ok()
+        .and_then(|o| dict(doc, o))?;
+    let Ok(Object::Reference(id)) = descriptor.get(b"FontFile3") else {
+        return None;
+    };
+    let stream = doc.get_object(*id).ok()?.as_stream().ok()?;
+    if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Type1C".as_slice()) {
+        return None;
+    }
+    let data = stream
+        .decompressed_content_with_limit(MAX_STREAM_BYTES)
+        .ok()?;
+    let cff = ttf_parser::cff::Table::parse(&data)?;
+    let names: Vec<(u8, Vec<u8>)> = (0..=255u8)
+        .filter_map(|code| {
+            let name = cff
+                .glyph_index(code)
+                .filter(|g| g.0 != 0)
+                .and_then(|g| cff.glyph_name(g))?;
+            Some((code, name.as_bytes().to_vec()))
+        })
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
 /// What the extractor needs of a font.
 struct Font<'a> {
+    /// The font's ToUnicode map, read by docsort (first choice).
+    to_unicode: Option<ToUnicode>,
     encoding: Option<Encoding<'a>>,
     /// Simple fonts: the code table (used when there is no ToUnicode, or it lacks a code).
     simple: Option<SimpleTable>,
@@ -262,6 +355,11 @@ struct Font<'a> {
     predefined: Option<Predefined>,
     /// Codes are two bytes (Type0 / CID fonts).
     two_byte: bool,
+    /// Identity-encoded CID font of an Adobe collection without ToUnicode:
+    /// codes are CIDs, mapped through the collection's table.
+    cid_table: Option<&'static [char]>,
+    /// Vertical writing mode (a `-V` CMap): glyphs advance downwards.
+    vertical: bool,
     widths: Widths,
     /// Glyph space to text space (1/1000 except Type3).
     scale: f32,
@@ -269,8 +367,27 @@ struct Font<'a> {
 
 impl Font<'_> {
     fn decode(&self, code: &[u8], out: &mut String) {
+        let value = code.iter().fold(0u32, |c, b| (c << 8) | u32::from(*b));
+        if let Some(text) = self
+            .to_unicode
+            .as_ref()
+            .and_then(|t| t.get(value))
+            .filter(|t| !t.is_empty() && !t.contains('\u{fffd}'))
+        {
+            out.push_str(text);
+            return;
+        }
         if let Some(p) = &self.predefined {
             p.decode(code, out);
+            return;
+        }
+        if let (Some(table), [high, low]) = (self.cid_table, code) {
+            if let Some(&c) = table
+                .get(usize::from(u16::from_be_bytes([*high, *low])))
+                .filter(|c| **c != '\0')
+            {
+                out.push(c);
+            }
             return;
         }
         let start = out.len();
@@ -322,8 +439,22 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
     let two_byte = subtype == b"Type0";
     // ToUnicode first (lopdf prefers /Encoding when both exist, which loses
     // the font's own mapping), then the simple-font encoding.
-    let has_to_unicode = font.get(b"ToUnicode").is_ok();
-    let encoding = if has_to_unicode {
+    let to_unicode = font
+        .get(b"ToUnicode")
+        .ok()
+        .and_then(|o| match o {
+            Object::Reference(id) => doc.get_object(*id).ok(),
+            other => Some(other),
+        })
+        .and_then(|o| o.as_stream().ok())
+        .and_then(|s| {
+            s.decompressed_content_with_limit(MAX_STREAM_BYTES)
+                .ok()
+                .or_else(|| s.dict.get(b"Filter").is_err().then(|| s.content.clone()))
+        })
+        .and_then(|data| ToUnicode::parse(&data));
+    let has_to_unicode = to_unicode.is_some();
+    let encoding = if font.get(b"ToUnicode").is_ok() {
         let mut only_to_unicode = font.clone();
         only_to_unicode.remove(b"Encoding");
         // The clone must outlive the encoding: leak-free by converting the
@@ -336,7 +467,8 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         font.get_font_encoding(doc).ok()
     };
     let predefined = match (&encoding, has_to_unicode) {
-        (Some(Encoding::SimpleEncoding(name)), false) => Predefined::from_name(name),
+        (Some(Encoding::SimpleEncoding(name)), false) if two_byte => Predefined::from_name(name),
+        (_, false) if !two_byte => legacy_cjk_font(doc, font).map(Predefined::Legacy),
         _ => None,
     };
     let encoding = match encoding {
@@ -426,14 +558,149 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         }
     };
     let simple = (!two_byte && subtype != b"Type3").then(|| simple_table(doc, font));
+    let identity = matches!(
+        font.get(b"Encoding").and_then(Object::as_name),
+        Ok(b"Identity-H" | b"Identity-V")
+    );
+    let cid_table = if two_byte && identity && !has_to_unicode {
+        let info = font
+            .get(b"DescendantFonts")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .and_then(|a| a.first())
+            .and_then(|o| dict(doc, o))
+            .and_then(|d| d.get(b"CIDSystemInfo").ok())
+            .and_then(|o| dict(doc, o));
+        let text = |key: &[u8]| {
+            info.and_then(|i| i.get(key).ok())
+                .and_then(|o| o.as_str().ok())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        match (text(b"Registry").as_deref(), text(b"Ordering")) {
+            (Some("Adobe"), Some(ordering)) => cid_to_unicode(&ordering),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let vertical = two_byte
+        && font
+            .get(b"Encoding")
+            .and_then(Object::as_name)
+            .is_ok_and(|n| n.ends_with(b"-V"));
     Font {
+        to_unicode,
         encoding,
         simple,
         predefined,
         two_byte,
+        cid_table,
+        vertical,
         widths,
         scale,
     }
+}
+
+/// A simple TrueType font that is not embedded and is named after a Chinese,
+/// Japanese or Korean system font: old writers show such text as the legacy
+/// multi-byte encoding's bytes through a one-byte font, leaving the decoding to
+/// the viewer's installed font. The name says which encoding.
+fn legacy_cjk_font(doc: &Document, font: &Dictionary) -> Option<&'static encoding_rs::Encoding> {
+    if font.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"TrueType".as_slice()) {
+        return None;
+    }
+    let descriptor = font.get(b"FontDescriptor").ok().and_then(|o| dict(doc, o));
+    if descriptor.is_some_and(|d| {
+        [b"FontFile".as_slice(), b"FontFile2", b"FontFile3"]
+            .iter()
+            .any(|k| d.has(k))
+    }) {
+        return None;
+    }
+    let name = font.get(b"BaseFont").and_then(Object::as_name).ok()?;
+    // A subset tag ("ABCDEF+") says nothing about the font.
+    let name = match name.iter().position(|&b| b == b'+') {
+        Some(6) => &name[7..],
+        _ => name,
+    };
+    if !name.is_ascii() {
+        // The name itself in GBK ("宋体", "仿宋_GB2312"), else Shift-JIS ("ＭＳ 明朝").
+        let (han, _, bad) = encoding_rs::GBK.decode(name);
+        if !bad
+            && han.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+            && han
+                .chars()
+                .all(|c| c.is_ascii() || ('\u{4e00}'..='\u{9fff}').contains(&c))
+        {
+            return Some(encoding_rs::GBK);
+        }
+        return (!encoding_rs::SHIFT_JIS.decode(name).2).then_some(encoding_rs::SHIFT_JIS);
+    }
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let has = |parts: &[&str]| parts.iter().any(|p| name.contains(p));
+    if has(&[
+        "gb2312", "gbk", "simsun", "simhei", "kaiti", "fangsong", "stsong", "stkaiti", "stheiti",
+    ]) {
+        Some(encoding_rs::GBK)
+    } else if has(&["mingliu", "dfkai", "big5"]) {
+        Some(encoding_rs::BIG5)
+    } else if has(&[
+        "ms-mincho",
+        "ms-gothic",
+        "msmincho",
+        "msgothic",
+        "ms-pmincho",
+        "ms-pgothic",
+    ]) {
+        Some(encoding_rs::SHIFT_JIS)
+    } else if has(&["batang", "gulim", "dotum", "gungsuh"]) {
+        Some(encoding_rs::EUC_KR)
+    } else {
+        None
+    }
+}
+
+/// Where the Adobe collections' CID-to-Unicode tables are looked for: the
+/// `DOCSORT_CID_TO_UNICODE` folder, then poppler-data's (Debian, Ubuntu,
+/// Fedora, Alpine and Homebrew package `poppler-data`).
+const CID_TABLE_DIRS: [&str; 2] = [
+    "/usr/share/poppler/cidToUnicode",
+    "/usr/local/share/poppler/cidToUnicode",
+];
+
+/// The CID -> Unicode table of an Adobe character collection (`Japan1`,
+/// `GB1`, `CNS1`, `Korea1`), read once per process; `None` where the tables
+/// are not installed.
+fn cid_to_unicode(ordering: &str) -> Option<&'static [char]> {
+    let i = CID_ORDERINGS.iter().position(|o| *o == ordering)?;
+    CID_TABLES[i]
+        .get_or_init(|| {
+            let name = format!("Adobe-{ordering}");
+            let dirs = std::env::var_os("DOCSORT_CID_TO_UNICODE").map(std::path::PathBuf::from).into_iter().chain(CID_TABLE_DIRS.iter().map(std::path::PathBuf::from));
+            let text = dirs.into_iter().find_map(|d| std::fs::read_to_string(d.join(&name)).ok());
+            if text.is_none() {
+                tracing::warn!(collection = %name, "no CID-to-Unicode table (install poppler-data or set DOCSORT_CID_TO_UNICODE): text in this collection's fonts cannot be decoded");
+            }
+            text.map(|t| parse_cid_table(&t))
+        })
+        .as_deref()
+}
+
+const CID_ORDERINGS: [&str; 4] = ["Japan1", "GB1", "CNS1", "Korea1"];
+static CID_TABLES: [std::sync::OnceLock<Option<Vec<char>>>; 4] =
+    [const { std::sync::OnceLock::new() }; 4];
+
+/// One hexadecimal code point per line, the line number being the CID; a
+/// line that is not one code point maps to nothing.
+fn parse_cid_table(text: &str) -> Vec<char> {
+    text.lines()
+        .map(|l| {
+            u32::from_str_radix(l.trim(), 16)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\0')
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -479,6 +746,8 @@ struct Interpreter<'a> {
     fonts: HashMap<usize, Rc<Font<'a>>>,
     out: String,
     line_start: usize,
+    /// Where the line before the current one starts.
+    prev_line_start: usize,
     pen: Option<Pen>,
     nonspace: usize,
     budget: usize,
@@ -509,6 +778,7 @@ impl<'a> Interpreter<'a> {
     fn newline(&mut self) {
         self.finish_line();
         self.out.push('\n');
+        self.prev_line_start = self.line_start;
         self.line_start = self.out.len();
     }
 
@@ -546,23 +816,27 @@ impl<'a> Interpreter<'a> {
             let size = (trm[2] * trm[2] + trm[3] * trm[3]).sqrt().max(0.1);
             let mut glyph = String::new();
             font.decode(code_bytes, &mut glyph);
-            let glyph: String = glyph
-                .chars()
-                .filter(|c| !c.is_control() || *c == ' ')
-                .collect();
+            let glyph = plain_letters(&glyph);
             let is_space = code_bytes == [32] || glyph == " ";
-            if glyph.is_empty() || glyph.contains('\u{fffd}') {
-                self.undecodable += 1;
+            // The direction glyphs advance in: along the text's x axis, or down
+            // its y axis for vertical writing.
+            let (ax, ay) = if font.vertical {
+                (-trm[2], -trm[3])
             } else {
-                self.place(x, y, size, &glyph);
-            }
-            let len = (trm[0] * trm[0] + trm[1] * trm[1]).sqrt().max(1e-6);
-            let (ux, uy) = (trm[0] / len, trm[1] / len);
+                (trm[0], trm[1])
+            };
+            let len = (ax * ax + ay * ay).sqrt().max(1e-6);
+            let (ux, uy) = (ax / len, ay / len);
             // Predefined CMaps map codes to CIDs we do not know: use the default width.
-            let w0 = match (&font.predefined, code_bytes.len()) {
-                (Some(_), 1) => 500.0,
-                (Some(_), _) => font.widths.get(u32::MAX),
-                (None, _) => font.widths.get(code),
+            let w0 = match (&font.predefined, font.two_byte, code_bytes.len()) {
+                // A legacy encoding through a one-byte font: each byte has its width.
+                (Some(_), false, _) => code_bytes
+                    .iter()
+                    .map(|b| font.widths.get(u32::from(*b)))
+                    .sum(),
+                (Some(_), true, 1) => 500.0,
+                (Some(_), true, _) => font.widths.get(u32::MAX),
+                (None, _, _) => font.widths.get(code),
             } * font.scale;
             let tx = (w0 * gs.size
                 + gs.char_spacing
@@ -572,7 +846,25 @@ impl<'a> Interpreter<'a> {
                     0.0
                 })
                 * gs.h_scale;
-            *tm = mul(&[1.0, 0.0, 0.0, 1.0, tx, 0.0], tm);
+            if glyph.is_empty() || glyph.contains('\u{fffd}') {
+                self.undecodable += 1;
+            } else {
+                self.place(x, y, size, &glyph);
+            }
+            let advance = if font.vertical {
+                // Vertical fonts advance by their W2 heights; the default is one em down.
+                [
+                    1.0,
+                    0.0,
+                    0.0,
+                    1.0,
+                    0.0,
+                    -gs.size + gs.char_spacing + if is_space { gs.word_spacing } else { 0.0 },
+                ]
+            } else {
+                [1.0, 0.0, 0.0, 1.0, tx, 0.0]
+            };
+            *tm = mul(&advance, tm);
             let end = mul(
                 &[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise],
                 &mul(tm, &gs.ctm),
@@ -611,8 +903,25 @@ impl<'a> Interpreter<'a> {
         if glyph == " " && self.out.ends_with([' ', '\n']) {
             return;
         }
+        self.join_hyphenated(glyph);
         self.nonspace += glyph.chars().filter(|c| !c.is_whitespace()).count();
         self.out.push_str(glyph);
+    }
+
+    /// A word hyphenated at the end of a line ("ef-" then "ficient") is
+    /// rejoined when the next line goes on with a lower-case letter.
+    fn join_hyphenated(&mut self, glyph: &str) {
+        if !self.out.ends_with("-\n")
+            || self.line_start != self.out.len()
+            || !glyph.starts_with(|c: char| c.is_lowercase())
+        {
+            return;
+        }
+        let before = self.out[..self.out.len() - 2].chars().next_back();
+        if before.is_some_and(|c| c.is_alphabetic() && !is_rtl(c)) {
+            self.out.truncate(self.out.len() - 2);
+            self.line_start = self.prev_line_start;
+        }
     }
 
     fn run(
@@ -622,18 +931,15 @@ impl<'a> Interpreter<'a> {
         gs: &mut GraphicsState<'a>,
         depth: usize,
     ) -> Result<(), String> {
-        let ops = Content::decode(content)
-            .map_err(|e| e.to_string())?
-            .operations;
+        let mut ops = Ops::new(content);
         let mut stack: Vec<GraphicsState<'a>> = Vec::new();
         let mut tm = IDENTITY;
         let mut tlm = IDENTITY;
-        for op in &ops {
+        while let Some((op, a)) = ops.next_op() {
             if self.full() {
                 return Ok(());
             }
-            let a = &op.operands;
-            match op.operator.as_str() {
+            match op {
                 "q" => stack.push(gs.clone()),
                 "Q" => {
                     if let Some(saved) = stack.pop() {
@@ -665,7 +971,7 @@ impl<'a> Interpreter<'a> {
                 "Ts" => gs.rise = a.first().and_then(num).unwrap_or(0.0),
                 "Td" | "TD" => {
                     if let Some([tx, ty]) = nums::<2>(a) {
-                        if op.operator == "TD" {
+                        if op == "TD" {
                             gs.leading = -ty;
                         }
                         tlm = mul(&[1.0, 0.0, 0.0, 1.0, tx, ty], &tlm);
@@ -683,8 +989,8 @@ impl<'a> Interpreter<'a> {
                     tm = tlm;
                 }
                 "Tj" | "'" | "\"" => {
-                    if op.operator != "Tj" {
-                        if op.operator == "\"" {
+                    if op != "Tj" {
+                        if op == "\"" {
                             if let Some([aw, ac]) = a.get(..2).and_then(nums::<2>) {
                                 gs.word_spacing = aw;
                                 gs.char_spacing = ac;
@@ -722,7 +1028,7 @@ impl<'a> Interpreter<'a> {
                 _ => {}
             }
         }
-        Ok(())
+        ops.first_error().map_or(Ok(()), |e| Err(e.to_owned()))
     }
 
     fn form(
@@ -744,16 +1050,32 @@ impl<'a> Interpreter<'a> {
         let Ok(Object::Stream(stream)) = self.doc.get_object(*id) else {
             return;
         };
-        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice())
-            || !self.forms.insert(*id)
-        {
+        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
+            return;
+        }
+        self.draw_form(*id, resources, gs, depth);
+    }
+
+    /// Runs a form's content (an XObject or an annotation's appearance) with
+    /// its own matrix and resources; a form already being drawn is skipped.
+    fn draw_form(
+        &mut self,
+        id: ObjectId,
+        resources: Option<&'a Dictionary>,
+        gs: &GraphicsState<'a>,
+        depth: usize,
+    ) {
+        let Ok(Object::Stream(stream)) = self.doc.get_object(id) else {
+            return;
+        };
+        if !self.forms.insert(id) {
             return;
         }
         let content = match stream.decompressed_content_with_limit(MAX_STREAM_BYTES) {
             Ok(c) => c,
             Err(_) if stream.dict.get(b"Filter").is_err() => stream.content.clone(),
             Err(_) => {
-                self.forms.remove(id);
+                self.forms.remove(&id);
                 return;
             }
         };
@@ -774,8 +1096,141 @@ impl<'a> Interpreter<'a> {
             .and_then(|o| dict(self.doc, o))
             .or(resources);
         let _ = self.run(&content, form_resources, &mut inner, depth + 1);
-        self.forms.remove(id);
+        self.forms.remove(&id);
     }
+}
+
+/// The normal appearances of a page's visible annotations (form fields,
+/// free text, stamps), each with the matrix that places it on the page
+/// (ISO 32000 12.5.5), as a viewer draws them.
+fn annotation_appearances(doc: &Document, page: ObjectId) -> Vec<(ObjectId, Matrix)> {
+    const HIDDEN: i64 = 1 << 1;
+    const NO_VIEW: i64 = 1 << 5;
+    let Some(annots) = doc
+        .get_dictionary(page)
+        .ok()
+        .and_then(|p| p.get(b"Annots").ok())
+        .and_then(|o| array(doc, o))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for annot in annots.iter().filter_map(|o| dict(doc, o)) {
+        let flags = annot
+            .get(b"F")
+            .ok()
+            .and_then(|o| o.as_i64().ok())
+            .unwrap_or(0);
+        if flags & (HIDDEN | NO_VIEW) != 0
+            || annot.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Popup".as_slice())
+        {
+            continue;
+        }
+        let Some(normal) = annot
+            .get(b"AP")
+            .ok()
+            .and_then(|o| dict(doc, o))
+            .and_then(|ap| ap.get(b"N").ok())
+        else {
+            continue;
+        };
+        // One appearance, or one per state (check boxes, radio buttons) chosen by /AS.
+        let id = match normal {
+            Object::Reference(id) if matches!(doc.get_object(*id), Ok(Object::Stream(_))) => *id,
+            other => {
+                let Some(states) = dict(doc, other) else {
+                    continue;
+                };
+                let Some(state) = annot.get(b"AS").and_then(Object::as_name).ok() else {
+                    continue;
+                };
+                match states.get(state) {
+                    Ok(Object::Reference(id)) => *id,
+                    _ => continue,
+                }
+            }
+        };
+        let Ok(Object::Stream(form)) = doc.get_object(id) else {
+            continue;
+        };
+        let (Some(rect), Some(bbox)) = (
+            annot
+                .get(b"Rect")
+                .ok()
+                .and_then(|o| array(doc, o))
+                .and_then(|a| nums::<4>(a)),
+            form.dict
+                .get(b"BBox")
+                .ok()
+                .and_then(|o| array(doc, o))
+                .and_then(|a| nums::<4>(a)),
+        ) else {
+            continue;
+        };
+        let matrix = form
+            .dict
+            .get(b"Matrix")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .and_then(|a| nums::<6>(a))
+            .unwrap_or(IDENTITY);
+        // The matrix maps the bounding box somewhere; scale and move that box onto Rect.
+        let corners = [
+            (bbox[0], bbox[1]),
+            (bbox[2], bbox[1]),
+            (bbox[0], bbox[3]),
+            (bbox[2], bbox[3]),
+        ]
+        .map(|(x, y)| {
+            (
+                matrix[0] * x + matrix[2] * y + matrix[4],
+                matrix[1] * x + matrix[3] * y + matrix[5],
+            )
+        });
+        let (min_x, max_x) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+            (lo.min(c.0), hi.max(c.0))
+        });
+        let (min_y, max_y) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+            (lo.min(c.1), hi.max(c.1))
+        });
+        let (rx0, ry0, rx1, ry1) = (
+            rect[0].min(rect[2]),
+            rect[1].min(rect[3]),
+            rect[0].max(rect[2]),
+            rect[1].max(rect[3]),
+        );
+        let sx = if max_x > min_x {
+            (rx1 - rx0) / (max_x - min_x)
+        } else {
+            1.0
+        };
+        let sy = if max_y > min_y {
+            (ry1 - ry0) / (max_y - min_y)
+        } else {
+            1.0
+        };
+        out.push((id, [sx, 0.0, 0.0, sy, rx0 - min_x * sx, ry0 - min_y * sy]));
+    }
+    out
+}
+
+/// A glyph's text without control characters, with Latin ligatures (ﬁ, ﬀ,
+/// ...) spelled out: words must read the same however they were typeset.
+fn plain_letters(glyph: &str) -> String {
+    let mut out = String::with_capacity(glyph.len());
+    for c in glyph.chars() {
+        match c {
+            '\u{fb00}' => out.push_str("ff"),
+            '\u{fb01}' => out.push_str("fi"),
+            '\u{fb02}' => out.push_str("fl"),
+            '\u{fb03}' => out.push_str("ffi"),
+            '\u{fb04}' => out.push_str("ffl"),
+            '\u{fb05}' | '\u{fb06}' => out.push_str("st"),
+            c if c.is_control() && c != ' ' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn is_rtl(c: char) -> bool {
@@ -808,7 +1263,7 @@ fn page_resources(doc: &Document, page: ObjectId) -> Option<&Dictionary> {
 /// Extracts text from `doc` page by page until `budget` non-whitespace
 /// characters are collected (0 = everything).
 pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
-    let pages = doc.get_pages();
+    let pages: Vec<ObjectId> = doc.get_pages().into_values().collect();
     let mut result = PageTexts {
         pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
         ..PageTexts::default()
@@ -818,13 +1273,14 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
         fonts: HashMap::new(),
         out: String::new(),
         line_start: 0,
+        prev_line_start: 0,
         pen: None,
         nonspace: 0,
         budget,
         undecodable: 0,
         forms: HashSet::new(),
     };
-    for (_, &page) in pages.iter() {
+    for &page in &pages {
         if it.full() {
             break;
         }
@@ -836,7 +1292,7 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
                 continue;
             }
         };
-        let mut gs = GraphicsState {
+        let gs = GraphicsState {
             ctm: IDENTITY,
             font: None,
             size: 0.0,
@@ -846,8 +1302,27 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
             leading: 0.0,
             rise: 0.0,
         };
-        if let Err(e) = it.run(&content, page_resources(doc, page), &mut gs, 0) {
+        let resources = page_resources(doc, page);
+        if let Err(e) = it.run(&content, resources, &mut gs.clone(), 0) {
             result.first_error.get_or_insert(e);
+        }
+        for (appearance, placement) in annotation_appearances(doc, page) {
+            if it.full() {
+                break;
+            }
+            if !it.out.ends_with('\n') && !it.out.is_empty() {
+                it.newline();
+            }
+            it.pen = None;
+            it.draw_form(
+                appearance,
+                resources,
+                &GraphicsState {
+                    ctm: placement,
+                    ..gs.clone()
+                },
+                0,
+            );
         }
         if !it.out.ends_with('\n') && !it.out.is_empty() {
             it.newline();
@@ -871,11 +1346,22 @@ mod tests {
     /// A one-page PDF whose page content is `content`, with Helvetica as /F1 and
     /// the given Form XObjects (name, content; each may draw /F1 and the others).
     fn pdf(content: &str, forms: &[(&str, &str)]) -> Document {
+        let helvetica = dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding" };
+        pdf_with(content, forms, |_| helvetica, |_, _| Dictionary::new())
+    }
+
+    /// Like [`pdf`] with `font`'s result as /F1 and page entries from `page_extra`,
+    /// which gets the document and the resources' id.
+    fn pdf_with(
+        content: &str,
+        forms: &[(&str, &str)],
+        font: impl FnOnce(&mut Document) -> Dictionary,
+        page_extra: impl FnOnce(&mut Document, ObjectId) -> Dictionary,
+    ) -> Document {
         let mut doc = Document::with_version("1.5");
         let pages_id = doc.new_object_id();
-        let font = doc.add_object(dictionary! {
-            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
-        });
+        let font = font(&mut doc);
+        let font = doc.add_object(font);
         let form_ids: Vec<(String, ObjectId)> = forms
             .iter()
             .map(|(name, _)| ((*name).to_owned(), doc.new_object_id()))
@@ -895,7 +1381,11 @@ mod tests {
             );
         }
         let contents = doc.add_object(Stream::new(dictionary! {}, content.as_bytes().to_vec()));
-        let page = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents, "Resources" => resources });
+        let mut page = dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => contents, "Resources" => resources };
+        for (k, v) in page_extra(&mut doc, resources) {
+            page.set(k, v);
+        }
+        let page = doc.add_object(page);
         doc.objects.insert(pages_id, Object::Dictionary(dictionary! {
             "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1, "MediaBox" => vec![0.into(), 0.into(), 600.into(), 800.into()],
         }));
@@ -932,6 +1422,21 @@ mod tests {
             ),
             "first\nsecond"
         );
+        // A word hyphenated across lines is rejoined; a dash before a capital is kept.
+        assert_eq!(
+            text(
+                "BT /F1 12 Tf 72 700 Td (an ef-) Tj 0 -14 Td (ficient way) Tj ET",
+                &[]
+            ),
+            "an efficient way"
+        );
+        assert_eq!(
+            text(
+                "BT /F1 12 Tf 72 700 Td (Baden-) Tj 0 -14 Td (Baden) Tj ET",
+                &[]
+            ),
+            "Baden-\nBaden"
+        );
     }
 
     #[test]
@@ -966,6 +1471,160 @@ mod tests {
             "{}",
             result.text
         );
+    }
+
+    #[test]
+    fn visible_annotation_appearances_are_read() {
+        let doc = pdf_with(
+            "BT /F1 12 Tf 72 700 Td (Name:) Tj ET",
+            &[],
+            |_| pdf_font(),
+            |doc, resources| {
+                let mut appearance = |text: &str| {
+                    let body = format!("/Tx BMC BT /F1 10 Tf 2 3 Td ({text}) Tj ET EMC");
+                    let bbox = vec![0.into(), 0.into(), 100.into(), 20.into()];
+                    doc.add_object(Stream::new(dictionary! { "Subtype" => "Form", "BBox" => bbox, "Resources" => resources }, body.into_bytes()))
+                };
+                let (alice, secret, on, off) = (
+                    appearance("Alice"),
+                    appearance("secret"),
+                    appearance("Checked"),
+                    appearance("Unchecked"),
+                );
+                let rect = |y: i64| vec![150.into(), y.into(), 250.into(), (y + 20).into()];
+                let annots = vec![
+                    Object::Dictionary(
+                        dictionary! { "Subtype" => "Widget", "Rect" => rect(695), "AP" => dictionary! { "N" => alice } },
+                    ),
+                    // Hidden (flag 2): a viewer does not draw it.
+                    Object::Dictionary(
+                        dictionary! { "Subtype" => "Widget", "F" => 2, "Rect" => rect(600), "AP" => dictionary! { "N" => secret } },
+                    ),
+                    // A check box: the appearance of its current state.
+                    Object::Dictionary(dictionary! {
+                        "Subtype" => "Widget", "Rect" => rect(500), "AS" => "On",
+                        "AP" => dictionary! { "N" => dictionary! { "On" => on, "Off" => off } },
+                    }),
+                ];
+                dictionary! { "Annots" => annots }
+            },
+        );
+        let got = extract_pages(&doc, 0).text;
+        assert!(
+            got.contains("Name:\nAlice") && got.contains("Checked"),
+            "{got}"
+        );
+        assert!(
+            !got.contains("secret") && !got.contains("Unchecked"),
+            "{got}"
+        );
+    }
+
+    fn pdf_font() -> Dictionary {
+        dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding" }
+    }
+
+    #[test]
+    fn legacy_cjk_bytes_in_a_system_font_are_decoded_by_the_font_name() {
+        // "宋体" (SimSun) in GBK, not embedded, shown through a one-byte font.
+        let simsun = dictionary! {
+            "Type" => "Font", "Subtype" => "TrueType", "BaseFont" => Object::Name(vec![0xcb, 0xce, 0xcc, 0xe5]),
+            "Encoding" => "WinAnsiEncoding", "FirstChar" => 0, "LastChar" => 255, "Widths" => vec![Object::Integer(500); 256],
+        };
+        // "中文 PDF" in GBK.
+        let content = "BT /F1 12 Tf 72 700 Td <D6D0CEC420504446> Tj ET";
+        assert_eq!(
+            extract_pages(
+                &pdf_with(content, &[], |_| simsun.clone(), |_, _| Dictionary::new()),
+                0
+            )
+            .text
+            .trim(),
+            "中文 PDF"
+        );
+        // The same bytes in an embedded font are that font's business.
+        let mut embedded = simsun;
+        embedded.set(
+            "FontDescriptor",
+            dictionary! { "FontFile2" => Object::Null },
+        );
+        let got = extract_pages(
+            &pdf_with(content, &[], |_| embedded, |_, _| Dictionary::new()),
+            0,
+        )
+        .text;
+        assert!(!got.contains("中文"), "{got}");
+    }
+
+    #[test]
+    fn identity_cid_fonts_without_to_unicode_use_the_collection_table() {
+        // The process's Korea1 table, as poppler-data's file would give it: CID 1 = 한, 2 = 국.
+        let table = parse_cid_table("0000\nd55c\nad6d\n");
+        assert_eq!(table, ['\0', '한', '국']);
+        let _ = CID_TABLES[3].set(Some(table));
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type0", "BaseFont" => "Batang", "Encoding" => "Identity-H",
+            "DescendantFonts" => vec![Object::Dictionary(dictionary! {
+                "Type" => "Font", "Subtype" => "CIDFontType2", "BaseFont" => "Batang", "DW" => 1000,
+                "CIDSystemInfo" => dictionary! { "Registry" => Object::string_literal("Adobe"), "Ordering" => Object::string_literal("Korea1"), "Supplement" => 0 },
+            })],
+        };
+        let doc = pdf_with(
+            "BT /F1 12 Tf 72 700 Td <00010002> Tj ET",
+            &[],
+            |_| font,
+            |_, _| Dictionary::new(),
+        );
+        assert_eq!(extract_pages(&doc, 0).text.trim(), "한국");
+    }
+
+    #[test]
+    fn vertical_writing_keeps_a_column_on_one_line() {
+        // UniJIS-UCS2-V: codes are UTF-16BE, glyphs go down the page; the next column is a new line.
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type0", "BaseFont" => "Ryumin-Light", "Encoding" => "UniJIS-UCS2-V",
+            "DescendantFonts" => vec![Object::Dictionary(dictionary! {
+                "Type" => "Font", "Subtype" => "CIDFontType0", "BaseFont" => "Ryumin-Light",
+                "CIDSystemInfo" => dictionary! { "Registry" => Object::string_literal("Adobe"), "Ordering" => Object::string_literal("Japan1"), "Supplement" => 2 },
+            })],
+        };
+        let content = "BT /F1 12 Tf 300 700 Td <65E5672C> Tj -20 0 Td <8A9E> Tj ET";
+        assert_eq!(
+            extract_pages(
+                &pdf_with(content, &[], |_| font, |_, _| Dictionary::new()),
+                0
+            )
+            .text
+            .trim(),
+            "日本\n語"
+        );
+    }
+
+    #[test]
+    fn an_embedded_type1_fonts_own_encoding_is_the_base() {
+        // A TeX-style math font: no /Encoding in the PDF, the program's clear text says code 65 is gamma.
+        let program = b"%!PS-AdobeFont-1.0: CMMI10\n/FontName /CMMI10 def\n/Encoding 256 array\n0 1 255 {1 index exch /.notdef put} for\n\
+dup 65 /gamma put\ndup 66 /alpha put\nreadonly def\ncurrentdict end\ncurrentfile eexec\n\x8f\x01\x02";
+        let cmmi = |doc: &mut Document| {
+            let file = doc.add_object(Stream::new(
+                dictionary! { "Length1" => 120 },
+                program.to_vec(),
+            ));
+            dictionary! {
+                "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "CMMI10",
+                "FontDescriptor" => dictionary! { "Type" => "FontDescriptor", "FontName" => "CMMI10", "Flags" => 4, "FontFile" => file },
+            }
+        };
+        let doc = pdf_with("BT /F1 12 Tf 72 700 Td (AB) Tj ET", &[], cmmi, |_, _| {
+            Dictionary::new()
+        });
+        assert_eq!(extract_pages(&doc, 0).text.trim(), "γα");
+    }
+
+    #[test]
+    fn ligatures_are_spelled_out() {
+        assert_eq!(plain_letters("\u{fb01}"), "fi");
+        assert_eq!(plain_letters("e\u{fb03}\u{1}cient"), "efficient");
     }
 
     #[test]

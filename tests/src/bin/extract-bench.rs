@@ -11,59 +11,17 @@
 //! over files where pdftotext finds at least 20 words. A silent failure is a file
 //! where docsort reports success with less than half of pdftotext's words.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use docsort_tests::recall::{overlap, pdftotext, percentile, words, MIN_REFERENCE_WORDS};
 use docsort_tests::{corpus, scenarios};
 use docsort_worker::extract::{extract, ChildReport};
 
 const DEFAULT_BUDGET: usize = 2000;
-
-fn words(text: &str) -> HashMap<String, usize> {
-    let mut bag = HashMap::new();
-    for w in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        *bag.entry(w.to_lowercase()).or_default() += 1;
-    }
-    bag
-}
-
-fn overlap(a: &HashMap<String, usize>, b: &HashMap<String, usize>) -> usize {
-    a.iter()
-        .map(|(w, n)| (*n).min(b.get(w).copied().unwrap_or(0)))
-        .sum()
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * p).round() as usize]
-}
-
-fn pdftotext(path: &Path) -> (Option<String>, Duration) {
-    let start = Instant::now();
-    let out = Command::new("pdftotext")
-        .args(["-q", "-enc", "UTF-8"])
-        .arg(path)
-        .arg("-")
-        .stderr(Stdio::null())
-        .output();
-    let elapsed = start.elapsed();
-    match out {
-        Ok(o) if o.status.success() => (
-            Some(String::from_utf8_lossy(&o.stdout).into_owned()),
-            elapsed,
-        ),
-        _ => (None, elapsed),
-    }
-}
 
 fn child_peak_kib(exe: &Path, bytes: &[u8]) -> Option<u64> {
     let mut child = Command::new(exe)
@@ -94,12 +52,7 @@ fn main() {
     let Some(dir) = corpus::dir() else {
         std::process::exit(1)
     };
-    if Command::new("pdftotext")
-        .arg("-v")
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if !docsort_tests::recall::pdftotext_available() {
         eprintln!("extract-bench: pdftotext not found; install poppler-utils");
         std::process::exit(1);
     }
@@ -165,7 +118,7 @@ fn main() {
                 pages_total += u64::from(x.pages);
                 let got = words(&x.text);
                 let got_count: usize = got.values().sum();
-                if ref_count >= 20 {
+                if ref_count >= MIN_REFERENCE_WORDS {
                     let hit = overlap(&got, &ref_words);
                     recall = hit as f64 / ref_count as f64;
                     precision = if got_count == 0 {
@@ -182,13 +135,13 @@ fn main() {
             }
             Err(e) => {
                 *ours.failures.entry(e.reason().to_string()).or_default() += 1;
-                if ref_count >= 20 {
+                if ref_count >= MIN_REFERENCE_WORDS {
                     ours.recalls.push(0.0);
                 }
             }
         }
         let mut lopdf_recall = f64::NAN;
-        if ref_count >= 20 {
+        if ref_count >= MIN_REFERENCE_WORDS {
             let got = lopdf_text.as_deref().map(words).unwrap_or_default();
             let hit = overlap(&got, &ref_words);
             lopdf_recall = hit as f64 / ref_count as f64;
