@@ -898,6 +898,14 @@ impl<'a> Interpreter<'a> {
                 && !glyph.starts_with(' ')
             {
                 self.out.push(' ');
+            } else if dx < -0.1 * height && glyph.starts_with(is_cjk) && self.out.ends_with(' ') {
+                // A space drawn after a CJK character and overlapped by the
+                // next one is no word break (CJK text has none): writers
+                // append one to every character.
+                let before = self.out[..self.out.len() - 1].chars().next_back();
+                if before.is_some_and(is_cjk) {
+                    self.out.pop();
+                }
             }
         }
         if glyph == " " && self.out.ends_with([' ', '\n']) {
@@ -1233,6 +1241,11 @@ fn plain_letters(glyph: &str) -> String {
     out
 }
 
+/// Han, kana, Hangul and full-width forms: scripts written without spaces.
+fn is_cjk(c: char) -> bool {
+    matches!(u32::from(c), 0x3000..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF)
+}
+
 fn is_rtl(c: char) -> bool {
     matches!(u32::from(c), 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
 }
@@ -1533,6 +1546,18 @@ mod tests {
         };
         // "中文 PDF" in GBK.
         let content = "BT /F1 12 Tf 72 700 Td <D6D0CEC420504446> Tj ET";
+        // One character and a space per string, each string one em further:
+        // the overlapped spaces are not word breaks.
+        let spaced = "BT /F1 12 Tf 72 700 Td <D6D020> Tj 12 0 Td <CEC420> Tj ET";
+        assert_eq!(
+            extract_pages(
+                &pdf_with(spaced, &[], |_| simsun.clone(), |_, _| Dictionary::new()),
+                0
+            )
+            .text
+            .trim(),
+            "中文"
+        );
         assert_eq!(
             extract_pages(
                 &pdf_with(content, &[], |_| simsun.clone(), |_, _| Dictionary::new()),
