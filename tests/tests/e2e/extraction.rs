@@ -85,9 +85,9 @@ fn failures_are_honest_and_nothing_crashes() {
             with_text += 1;
         }
     }
-    // Measured 181 of 241 at the time of writing; a drop means a regression.
+    // Measured 185 of 241 at the time of writing; a drop means a regression.
     assert!(
-        with_text >= 175,
+        with_text >= 180,
         "only {with_text} of {} corpus files yield text",
         files.len()
     );
