@@ -421,12 +421,13 @@ impl Classifier {
                     .clone()
                     .unwrap_or_else(crate::local::default_model_dir);
                 let started = std::time::Instant::now();
-                let local = crate::local::LocalClassifier::load(
-                    &dir,
-                    prompt,
-                    max_text_chars,
-                    config.local_doc_tokens as usize,
-                )?;
+                let reading = crate::local::Reading {
+                    doc_tokens: config.local_doc_tokens as usize,
+                    first_tokens: config.local_first_tokens.min(config.local_doc_tokens) as usize,
+                    confidence: config.local_confidence,
+                };
+                let local =
+                    crate::local::LocalClassifier::load(&dir, prompt, max_text_chars, reading)?;
                 tracing::info!(model = local.model_id(), dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
                 Classifier::Local(Arc::new(local))
             }

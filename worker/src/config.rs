@@ -74,6 +74,15 @@ pub struct ClassifierConfig {
     /// Document tokens the local model reads (fewer: faster, less accurate).
     #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_doc_tokens: u32,
+    /// Document tokens the local model reads first: when its answer is confident
+    /// (`--local-confidence`) the rest is not read. Equal to `--local-doc-tokens`:
+    /// always read them all.
+    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub local_first_tokens: u32,
+    /// Probability of the best category, among the categories, at which the
+    /// first reading's answer is accepted.
+    #[arg(long, env = "DOCSORT_LOCAL_CONFIDENCE", default_value_t = 0.9, value_parser = confidence)]
+    pub local_confidence: f32,
     /// Folder with the local model's files (`scripts/fetch-model` puts them there)
     /// [default: ~/.cache/docsort/models/<model>].
     #[arg(long, env = "DOCSORT_LOCAL_MODEL_DIR")]
@@ -273,4 +282,11 @@ pub struct EvalArgs {
 pub struct SamplesArgs {
     /// Folder to write the sample PDFs into (created if missing).
     pub dir: PathBuf,
+}
+
+fn confidence(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
 }

