@@ -273,19 +273,10 @@ fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
     table
 }
 
-/// The built-in encoding of an embedded Type 1 font program: the
-/// `dup <code> /<glyph> put` entries of the `/Encoding` array in its clear-text
-/// part. `None` for other fonts, and for programs that use StandardEncoding.
-fn type1_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
-    let descriptor = font
-        .get(b"FontDescriptor")
-        .ok()
-        .and_then(|o| dict(doc, o))?;
-    let Ok(Object::Reference(id)) = descriptor.get(b"FontFile") else {
-        return None;
-    };
-    let stream = doc.get_object(*id).ok()?.as_stream().ok()?;
-    let data = stream
+/// A stream's decoded content within the size cap, or its bytes as they are
+/// when it has no filter (lopdf reports those as undecodable).
+fn stream_bytes(stream: &lopdf::Stream) -> Option<Vec<u8>> {
+    stream
         .decompressed_content_with_limit(MAX_STREAM_BYTES)
         .ok()
         .or_else(|| {
@@ -294,7 +285,27 @@ fn type1_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, 
                 .get(b"Filter")
                 .is_err()
                 .then(|| stream.content.clone())
-        })?;
+        })
+}
+
+/// The embedded font program under `key` (`FontFile`, `FontFile2`, `FontFile3`)
+/// of a font's descriptor.
+fn font_program<'a>(doc: &'a Document, font: &Dictionary, key: &[u8]) -> Option<&'a lopdf::Stream> {
+    let descriptor = font
+        .get(b"FontDescriptor")
+        .ok()
+        .and_then(|o| dict(doc, o))?;
+    let Ok(Object::Reference(id)) = descriptor.get(key) else {
+        return None;
+    };
+    doc.get_object(*id).ok()?.as_stream().ok()
+}
+
+/// The built-in encoding of an embedded Type 1 font program: the
+/// `dup <code> /<glyph> put` entries of the `/Encoding` array in its clear-text
+/// part. `None` for other fonts, and for programs that use StandardEncoding.
+fn type1_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
+    let data = stream_bytes(font_program(doc, font, b"FontFile")?)?;
     let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
     let clear = &data[..find(&data, b"eexec").unwrap_or(data.len())];
     let mut ops = Ops::new(&clear[find(clear, b"/Encoding")?..]);
@@ -317,20 +328,11 @@ fn type1_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, 
 /// The built-in encoding of an embedded CFF (Type 1C) font program: each
 /// code's glyph name through the font's encoding and charset.
 fn cff_builtin_encoding(doc: &Document, font: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
-    let descriptor = font
-        .get(b"FontDescriptor")
-        .ok()
-        .and_then(|o| dict(doc, o))?;
-    let Ok(Object::Reference(id)) = descriptor.get(b"FontFile3") else {
-        return None;
-    };
-    let stream = doc.get_object(*id).ok()?.as_stream().ok()?;
+    let stream = font_program(doc, font, b"FontFile3")?;
     if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Type1C".as_slice()) {
         return None;
     }
-    let data = stream
-        .decompressed_content_with_limit(MAX_STREAM_BYTES)
-        .ok()?;
+    let data = stream_bytes(stream)?;
     let cff = ttf_parser::cff::Table::parse(&data)?;
     let names: Vec<(u8, Vec<u8>)> = (0..=255u8)
         .filter_map(|code| {
@@ -447,11 +449,7 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
             other => Some(other),
         })
         .and_then(|o| o.as_stream().ok())
-        .and_then(|s| {
-            s.decompressed_content_with_limit(MAX_STREAM_BYTES)
-                .ok()
-                .or_else(|| s.dict.get(b"Filter").is_err().then(|| s.content.clone()))
-        })
+        .and_then(stream_bytes)
         .and_then(|data| ToUnicode::parse(&data));
     let has_to_unicode = to_unicode.is_some();
     let encoding = if font.get(b"ToUnicode").is_ok() {
@@ -1079,13 +1077,9 @@ impl<'a> Interpreter<'a> {
         if !self.forms.insert(id) {
             return;
         }
-        let content = match stream.decompressed_content_with_limit(MAX_STREAM_BYTES) {
-            Ok(c) => c,
-            Err(_) if stream.dict.get(b"Filter").is_err() => stream.content.clone(),
-            Err(_) => {
-                self.forms.remove(&id);
-                return;
-            }
+        let Some(content) = stream_bytes(stream) else {
+            self.forms.remove(&id);
+            return;
         };
         let mut inner = gs.clone();
         if let Some(m) = stream
