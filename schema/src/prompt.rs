@@ -52,12 +52,7 @@ impl Prompt {
             hash.update([0]);
             hash.update(c.name.as_bytes());
         }
-        let version = hash
-            .finalize()
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = short_version(hash);
         Prompt {
             taxonomy,
             system,
@@ -164,6 +159,16 @@ fn neutralise_delimiters(text: &str) -> String {
     }
     out.push_str(&text[last..]);
     out
+}
+
+/// The 12-hex-digit version string of a finished hash (a prompt's
+/// `prompt_version`, and the local classifier's).
+pub fn short_version(hash: Sha256) -> String {
+    hash.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file;
-use docsort_schema::prompt::budget_text;
+use docsort_schema::prompt::{budget_text, short_version};
 use docsort_schema::Prompt;
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::BPE;
@@ -181,12 +181,7 @@ impl LocalClassifier {
                 hash.update(id.to_le_bytes());
             }
         }
-        let version = hash
-            .finalize()
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = short_version(hash);
         let model =
             Qwen2::load(&content, &mut file, &label_tokens).map_err(|e| format_err(&path, e))?;
         let mut prefix_cache = Cache::default();

@@ -452,7 +452,8 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         .and_then(stream_bytes)
         .and_then(|data| ToUnicode::parse(&data));
     let has_to_unicode = to_unicode.is_some();
-    let encoding = if font.get(b"ToUnicode").is_ok() {
+    // lopdf's own reading of the map is kept only where docsort's failed.
+    let encoding = if font.get(b"ToUnicode").is_ok() && !has_to_unicode {
         let mut only_to_unicode = font.clone();
         only_to_unicode.remove(b"Encoding");
         // The clone must outlive the encoding: leak-free by converting the
@@ -477,14 +478,21 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         Some(Encoding::OneByteEncoding(_)) | Some(Encoding::Differences(_)) if two_byte => None,
         other => other,
     };
+    // Type0 fonts: the CID font and the CMap's name.
+    let descendant = font
+        .get(b"DescendantFonts")
+        .ok()
+        .filter(|_| two_byte)
+        .and_then(|o| array(doc, o))
+        .and_then(|a| a.first())
+        .and_then(|o| dict(doc, o));
+    let cmap = font
+        .get(b"Encoding")
+        .and_then(Object::as_name)
+        .ok()
+        .filter(|_| two_byte);
     let mut scale = 0.001;
     let widths = if two_byte {
-        let descendant = font
-            .get(b"DescendantFonts")
-            .ok()
-            .and_then(|o| array(doc, o))
-            .and_then(|a| a.first())
-            .and_then(|o| dict(doc, o));
         let default = descendant
             .and_then(|d| d.get(b"DW").ok())
             .and_then(num)
@@ -556,17 +564,9 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
         }
     };
     let simple = (!two_byte && subtype != b"Type3").then(|| simple_table(doc, font));
-    let identity = matches!(
-        font.get(b"Encoding").and_then(Object::as_name),
-        Ok(b"Identity-H" | b"Identity-V")
-    );
-    let cid_table = if two_byte && identity && !has_to_unicode {
-        let info = font
-            .get(b"DescendantFonts")
-            .ok()
-            .and_then(|o| array(doc, o))
-            .and_then(|a| a.first())
-            .and_then(|o| dict(doc, o))
+    let identity = matches!(cmap, Some(b"Identity-H" | b"Identity-V"));
+    let cid_table = if identity && !has_to_unicode {
+        let info = descendant
             .and_then(|d| d.get(b"CIDSystemInfo").ok())
             .and_then(|o| dict(doc, o));
         let text = |key: &[u8]| {
@@ -581,11 +581,7 @@ fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a> {
     } else {
         None
     };
-    let vertical = two_byte
-        && font
-            .get(b"Encoding")
-            .and_then(Object::as_name)
-            .is_ok_and(|n| n.ends_with(b"-V"));
+    let vertical = cmap.is_some_and(|n| n.ends_with(b"-V"));
     Font {
         to_unicode,
         encoding,
