@@ -30,7 +30,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::classify::Classification;
-use crate::qwen2::{Cache, Qwen2};
+use crate::qwen2::{Cache, Qwen2, Weights};
 
 /// The local model's name (in `model_id` as `local:<name>`) and its cache folder.
 pub const MODEL_NAME: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
@@ -132,12 +132,14 @@ impl LocalClassifier {
         if !path.is_file() {
             return Err(LocalError::Missing { path });
         }
-        let mut file = std::fs::File::open(&path).map_err(|source| LocalError::Read {
-            path: path.clone(),
-            source,
+        let weights = Weights::open(&path).map_err(|e| match e {
+            candle_core::Error::Io(source) => LocalError::Read {
+                path: path.clone(),
+                source,
+            },
+            other => format_err(&path, other),
         })?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| format_err(&path, e))?;
-        let tokenizer = tokenizer_from_gguf(&content).map_err(|e| format_err(&path, e))?;
+        let tokenizer = tokenizer_from_gguf(&weights.content).map_err(|e| format_err(&path, e))?;
 
         let encode = |text: &str| -> Result<Vec<u32>, LocalError> {
             Ok(tokenizer
@@ -182,8 +184,7 @@ impl LocalClassifier {
             }
         }
         let version = short_version(hash);
-        let model =
-            Qwen2::load(&content, &mut file, &label_tokens).map_err(|e| format_err(&path, e))?;
+        let model = Qwen2::load(&weights, &label_tokens).map_err(|e| format_err(&path, e))?;
         let mut prefix_cache = Cache::default();
         model
             .extend(&mut prefix_cache, &prefix)

@@ -5,47 +5,259 @@
 //! only the categories' first tokens instead of the whole 151,936-token
 //! vocabulary, and hands the attention cache to the caller, who can reuse the
 //! evaluated part of a prompt (a fixed prefix, or a document's first tokens).
+//!
+//! Weights are read in place from the memory-mapped model file. On x86-64 with
+//! AVX2, candle's matrix kernels work on a tiled copy of each weight matrix that
+//! they build on first use; the load builds every copy at once, matrix by
+//! matrix, and hands the mapped pages of the original blocks back to the
+//! kernel, so the process holds one copy of each matrix instead of two.
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul};
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::{self, GgmlType};
+use candle_core::quantized::{
+    ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QStorage, QTensor, QuantizedType,
+};
+use candle_core::{CpuStorage, DType, Device, Module, Result, Tensor, D};
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::{build_additive_causal_mask, repeat_kv};
+use memmap2::Mmap;
 
-/// A quantized matrix kept as raw blocks, whose rows are expanded one at a time.
+/// A GGUF file mapped read-only, with its parsed header.
+pub(crate) struct Weights {
+    pub(crate) content: gguf_file::Content,
+    map: Arc<Mmap>,
+}
+
+impl Weights {
+    /// Maps the GGUF file at `path` and reads its header.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path)?;
+        let content = gguf_file::Content::read(&mut file)?;
+        // SAFETY: the model file is verified when it is fetched and never
+        // written while docsort runs; the map is read-only.
+        let map = unsafe { Mmap::map(&file)? };
+        Ok(Weights {
+            content,
+            map: Arc::new(map),
+        })
+    }
+
+    /// The dtype, shape and bytes (within the map) of the tensor `name`.
+    fn locate(&self, name: &str) -> Result<(GgmlDType, Vec<usize>, Range<usize>)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} missing")))?;
+        let dtype = info.ggml_dtype;
+        let dims = info.shape.dims().to_vec();
+        let elems = info.shape.elem_count();
+        if elems % dtype.block_size() != 0 {
+            candle_core::bail!("tensor {name}: {elems} elements do not fill whole blocks");
+        }
+        let len = elems / dtype.block_size() * dtype.type_size();
+        let start = usize::try_from(self.content.tensor_data_offset + info.offset)
+            .map_err(|_| candle_core::Error::Msg(format!("tensor {name}: offset too large")))?;
+        if start
+            .checked_add(len)
+            .is_none_or(|end| end > self.map.len())
+        {
+            candle_core::bail!("tensor {name} runs past the end of the file");
+        }
+        Ok((dtype, dims, start..start + len))
+    }
+
+    /// The tensor `name`, copied into memory (for the small f32 vectors).
+    fn copy(&self, name: &str) -> Result<QTensor> {
+        let (dtype, dims, bytes) = self.locate(name)?;
+        qtensor_from_ggml(dtype, &self.map[bytes], dims, &Device::Cpu)
+    }
+
+    /// The weight matrix `name`, read in place from the map where its block
+    /// type allows, and ready for use: one product with two rows (the kernels'
+    /// smallest case that is not a matrix-vector product) makes candle build
+    /// its tiled copy now, after which the original blocks' pages are released,
+    /// so that at most one matrix is held twice at any moment.
+    fn matrix(&self, name: &str) -> Result<QMatMul> {
+        let (dtype, dims, bytes) = self.locate(name)?;
+        let storage = match dtype {
+            GgmlDType::Q4K => Mapped::<k_quants::BlockQ4K>::boxed(&self.map, &bytes),
+            GgmlDType::Q5K => Mapped::<k_quants::BlockQ5K>::boxed(&self.map, &bytes),
+            GgmlDType::Q6K => Mapped::<k_quants::BlockQ6K>::boxed(&self.map, &bytes),
+            GgmlDType::Q8_0 => Mapped::<k_quants::BlockQ8_0>::boxed(&self.map, &bytes),
+            _ => None,
+        };
+        let cols = dims.last().copied().unwrap_or_default();
+        let tensor = match storage {
+            Some(storage) => QTensor::new(QStorage::Cpu(storage), dims)?,
+            None => qtensor_from_ggml(dtype, &self.map[bytes.clone()], dims, &Device::Cpu)?,
+        };
+        let matrix = QMatMul::from_qtensor(tensor)?;
+        matrix.forward(&Tensor::zeros((2, cols), DType::F32, &Device::Cpu)?)?;
+        self.release(&bytes);
+        Ok(matrix)
+    }
+
+    /// Tells the kernel that the mapped pages of `bytes` are not needed now;
+    /// they are read from the file again if they ever are.
+    fn release(&self, bytes: &Range<usize>) {
+        // SAFETY: the map is a read-only shared file mapping: after
+        // MADV_DONTNEED an access reads the same bytes from the file again,
+        // so no reference into the map observes a change.
+        let result = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                bytes.start,
+                bytes.len(),
+            )
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "madvise(DONTNEED) on the model map failed");
+        }
+    }
+}
+
+/// Quantized blocks of type `T` read in place from the mapped model file.
+struct Mapped<T> {
+    map: Arc<Mmap>,
+    start: usize,
+    blocks: usize,
+    _block: PhantomData<T>,
+}
+
+impl<T: GgmlType + 'static> Mapped<T> {
+    /// `None` when `bytes` is not a whole number of aligned blocks.
+    fn boxed(map: &Arc<Mmap>, bytes: &Range<usize>) -> Option<Box<dyn QuantizedType>> {
+        let size = std::mem::size_of::<T>();
+        let aligned = (map.as_ptr() as usize + bytes.start) % std::mem::align_of::<T>() == 0;
+        (aligned && bytes.len() % size == 0).then(|| {
+            Box::new(Mapped::<T> {
+                map: Arc::clone(map),
+                start: bytes.start,
+                blocks: bytes.len() / size,
+                _block: PhantomData,
+            }) as Box<dyn QuantizedType>
+        })
+    }
+
+    fn slice(&self) -> &[T] {
+        // SAFETY: `boxed` checked that the range lies in the map, is aligned
+        // for `T` and holds whole blocks; ggml blocks are plain bytes and
+        // half-floats, valid for any bit pattern; the map lives as long as self.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(self.start).cast::<T>(), self.blocks)
+        }
+    }
+}
+
+impl<T: GgmlType + 'static> QuantizedType for Mapped<T> {
+    fn dtype(&self) -> GgmlDType {
+        T::DTYPE
+    }
+
+    fn matmul_t(&self, mkn: (usize, usize, usize), lhs: &[f32], dst: &mut [f32]) -> Result<()> {
+        k_quants::matmul(mkn, lhs, self.slice(), dst)
+    }
+
+    fn matmul_t_f16(
+        &self,
+        mkn: (usize, usize, usize),
+        lhs: &[half::f16],
+        dst: &mut [half::f16],
+    ) -> Result<()> {
+        k_quants::matmul_f16(mkn, lhs, self.slice(), dst)
+    }
+
+    fn embedding(&self, ids: &[u32], rows: usize, hidden: usize) -> Result<CpuStorage> {
+        let row_blocks = hidden / T::BLCK_SIZE;
+        if hidden % T::BLCK_SIZE != 0 || rows * row_blocks != self.blocks {
+            candle_core::bail!(
+                "embedding of {rows}x{hidden} does not fit {} blocks",
+                self.blocks
+            );
+        }
+        let mut out = vec![0f32; ids.len() * hidden];
+        for (dst, &id) in out.chunks_exact_mut(hidden).zip(ids) {
+            let id = id as usize;
+            if id >= rows {
+                candle_core::bail!("embedding id {id} is out of range for {rows} rows");
+            }
+            T::to_float(&self.slice()[id * row_blocks..(id + 1) * row_blocks], dst);
+        }
+        Ok(CpuStorage::F32(out))
+    }
+
+    fn dequantize(&self, elem_count: usize) -> Result<CpuStorage> {
+        let mut out = vec![0f32; elem_count];
+        T::to_float(self.slice(), &mut out);
+        Ok(CpuStorage::F32(out))
+    }
+
+    fn storage_size_in_bytes(&self) -> usize {
+        self.blocks * std::mem::size_of::<T>()
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        self.slice().as_ptr().cast()
+    }
+
+    fn block_size(&self) -> usize {
+        T::BLCK_SIZE
+    }
+
+    fn from_float(&mut self, _xs: &[f32]) {
+        unreachable!("mapped model weights are read-only and never requantized")
+    }
+
+    fn from_float_imatrix(&mut self, _xs: &[f32], _imatrix: &[f32], _n_per_row: usize) {
+        unreachable!("mapped model weights are read-only and never requantized")
+    }
+
+    fn size(&self) -> usize {
+        self.storage_size_in_bytes()
+    }
+}
+
+/// A quantized matrix read from the map, whose rows are expanded one at a time.
 struct Rows {
     dtype: GgmlDType,
     cols: usize,
     row_bytes: usize,
-    data: Vec<u8>,
+    map: Arc<Mmap>,
+    bytes: Range<usize>,
 }
 
 impl Rows {
-    fn read<R: std::io::Read + std::io::Seek>(
-        content: &gguf_file::Content,
-        reader: &mut R,
-        name: &str,
-    ) -> Result<Self> {
-        let tensor = content.tensor(reader, name, &Device::Cpu)?;
-        let (_, cols) = tensor.shape().dims2()?;
-        let dtype = tensor.dtype();
-        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    fn read(weights: &Weights, name: &str) -> Result<Self> {
+        let (dtype, dims, bytes) = weights.locate(name)?;
+        let [_, cols] = dims[..] else {
+            candle_core::bail!("tensor {name} is not a matrix: {dims:?}");
+        };
         Ok(Rows {
             dtype,
             cols,
-            row_bytes,
-            data: tensor.data()?.into_owned(),
+            row_bytes: cols / dtype.block_size() * dtype.type_size(),
+            map: Arc::clone(&weights.map),
+            bytes,
         })
     }
 
     fn row(&self, index: usize) -> Result<Tensor> {
-        let bytes = self
-            .data
-            .get(index * self.row_bytes..(index + 1) * self.row_bytes)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!("token {index} out of the vocabulary"))
-            })?;
-        qtensor_from_ggml(self.dtype, bytes, vec![self.cols], &Device::Cpu)?
-            .dequantize(&Device::Cpu)
+        let start = self.bytes.start + index * self.row_bytes;
+        if start + self.row_bytes > self.bytes.end {
+            candle_core::bail!("token {index} out of the vocabulary");
+        }
+        qtensor_from_ggml(
+            self.dtype,
+            &self.map[start..start + self.row_bytes],
+            vec![self.cols],
+            &Device::Cpu,
+        )?
+        .dequantize(&Device::Cpu)
     }
 
     /// The rows for `indices`, stacked.
@@ -110,13 +322,10 @@ pub(crate) struct Qwen2 {
 
 impl Qwen2 {
     /// Reads a Qwen2 GGUF; `scored` are the tokens whose logits [`Qwen2::scores`] returns.
-    pub(crate) fn load<R: std::io::Read + std::io::Seek>(
-        content: &gguf_file::Content,
-        reader: &mut R,
-        scored: &[u32],
-    ) -> Result<Self> {
+    pub(crate) fn load(weights: &Weights, scored: &[u32]) -> Result<Self> {
         let meta = |key: &str| {
-            content
+            weights
+                .content
                 .metadata
                 .get(key)
                 .ok_or_else(|| candle_core::Error::Msg(format!("metadata {key} missing")))
@@ -132,16 +341,13 @@ impl Qwen2 {
             .unwrap_or(10_000.0);
         let head_dim = hidden / n_head;
 
-        let embeddings = Rows::read(content, reader, "token_embd.weight")?;
+        let embeddings = Rows::read(weights, "token_embd.weight")?;
         // Tied embeddings when the file has no output matrix.
-        let head = match content.tensor_infos.contains_key("output.weight") {
-            true => Rows::read(content, reader, "output.weight")?.rows(scored)?,
+        let head = match weights.content.tensor_infos.contains_key("output.weight") {
+            true => Rows::read(weights, "output.weight")?.rows(scored)?,
             false => embeddings.rows(scored)?,
         };
-        let norm = RmsNorm::from_qtensor(
-            content.tensor(reader, "output_norm.weight", &Device::Cpu)?,
-            eps,
-        )?;
+        let norm = RmsNorm::from_qtensor(weights.copy("output_norm.weight")?, eps)?;
 
         let inv_freq: Vec<f32> = (0..head_dim)
             .step_by(2)
@@ -155,21 +361,23 @@ impl Qwen2 {
 
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
-            let mut q =
-                |name: &str| content.tensor(reader, &format!("blk.{i}.{name}"), &Device::Cpu);
+            let name = |name: &str| format!("blk.{i}.{name}");
+            let vector = |n: &str| weights.copy(&name(n))?.dequantize(&Device::Cpu);
+            let norm = |n: &str| RmsNorm::from_qtensor(weights.copy(&name(n))?, eps);
+            let matrix = |n: &str| weights.matrix(&name(n));
             layers.push(Layer {
-                wq: QMatMul::from_qtensor(q("attn_q.weight")?)?,
-                wk: QMatMul::from_qtensor(q("attn_k.weight")?)?,
-                wv: QMatMul::from_qtensor(q("attn_v.weight")?)?,
-                bq: q("attn_q.bias")?.dequantize(&Device::Cpu)?,
-                bk: q("attn_k.bias")?.dequantize(&Device::Cpu)?,
-                bv: q("attn_v.bias")?.dequantize(&Device::Cpu)?,
-                wo: QMatMul::from_qtensor(q("attn_output.weight")?)?,
-                attn_norm: RmsNorm::from_qtensor(q("attn_norm.weight")?, eps)?,
-                gate: QMatMul::from_qtensor(q("ffn_gate.weight")?)?,
-                up: QMatMul::from_qtensor(q("ffn_up.weight")?)?,
-                down: QMatMul::from_qtensor(q("ffn_down.weight")?)?,
-                ffn_norm: RmsNorm::from_qtensor(q("ffn_norm.weight")?, eps)?,
+                wq: matrix("attn_q.weight")?,
+                wk: matrix("attn_k.weight")?,
+                wv: matrix("attn_v.weight")?,
+                bq: vector("attn_q.bias")?,
+                bk: vector("attn_k.bias")?,
+                bv: vector("attn_v.bias")?,
+                wo: matrix("attn_output.weight")?,
+                attn_norm: norm("attn_norm.weight")?,
+                gate: matrix("ffn_gate.weight")?,
+                up: matrix("ffn_up.weight")?,
+                down: matrix("ffn_down.weight")?,
+                ffn_norm: norm("ffn_norm.weight")?,
             });
         }
         Ok(Qwen2 {
