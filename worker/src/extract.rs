@@ -97,7 +97,7 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
     if !head.windows(5).any(|w| w == b"%PDF-") {
         return Err(ExtractError::NotPdf);
     }
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| match e {
+    let mut doc = lopdf::Document::load_mem(bytes).map_err(|e| match e {
         lopdf::Error::InvalidPassword
         | lopdf::Error::Decryption(_)
         | lopdf::Error::AlreadyEncrypted => ExtractError::Encrypted,
@@ -106,6 +106,7 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
     if doc.is_encrypted() {
         return Err(ExtractError::Encrypted);
     }
+    recover_unsized_streams(&mut doc, bytes);
     let result = crate::pdftext::extract_pages(&doc, budget_chars);
     if !result.text.chars().any(|c| !c.is_whitespace()) {
         return Err(match (result.undecodable, result.first_error) {
@@ -123,6 +124,35 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
         text: result.text,
         pages: result.pages,
     })
+}
+
+/// Reads the data of streams whose `Length` lopdf could not resolve (a
+/// reference to a missing object, or to the stream itself) up to their
+/// `endstream` keyword, as poppler and pdf.js do; lopdf leaves them empty.
+fn recover_unsized_streams(doc: &mut lopdf::Document, bytes: &[u8]) {
+    const END: &[u8] = b"endstream";
+    for object in doc.objects.values_mut() {
+        let lopdf::Object::Stream(stream) = object else {
+            continue;
+        };
+        let Some(start) = stream.start_position.filter(|_| stream.content.is_empty()) else {
+            continue;
+        };
+        let Some(data) = bytes.get(start..) else {
+            continue;
+        };
+        if let Some(end) = data.windows(END.len()).position(|w| w == END) {
+            let data = &data[..end];
+            let data = data.strip_suffix(b"\n").unwrap_or(data);
+            let data = data.strip_suffix(b"\r").unwrap_or(data);
+            tracing::debug!(
+                start,
+                len = data.len(),
+                "stream without a usable Length read to endstream"
+            );
+            stream.set_content(data.to_vec());
+        }
+    }
 }
 
 /// Where extraction runs.
@@ -319,4 +349,63 @@ async fn in_child(
             format!(": {last}")
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-page PDF with a correct cross-reference table whose content
+    /// stream's `Length` is `length` (written as given).
+    fn pdf_with_content_length(length: &str, content: &str) -> Vec<u8> {
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 /MediaBox [0 0 600 800] >>".to_owned(),
+            "<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
+                .to_owned(),
+            format!("<< /Length {length} >>\nstream\n{content}\nendstream"),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+        ];
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, body) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+        }
+        let xref = pdf.len();
+        pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+        for offset in offsets {
+            pdf.extend(format!("{offset:010} 00000 n \n").bytes());
+        }
+        pdf.extend(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .bytes(),
+        );
+        pdf
+    }
+
+    #[test]
+    fn a_stream_whose_length_cannot_be_resolved_is_read_to_endstream() {
+        let content = "BT /F1 12 Tf 72 700 Td (recovered text) Tj ET";
+        let good = extract(
+            &pdf_with_content_length(&content.len().to_string(), content),
+            0,
+        );
+        assert_eq!(
+            good.map(|x| x.text.trim().to_owned()),
+            Ok("recovered text".to_owned())
+        );
+        // The Length refers to the stream itself (a fuzzed file), or to no object.
+        for length in ["4 0 R", "9 0 R"] {
+            let got = extract(&pdf_with_content_length(length, content), 0);
+            assert_eq!(
+                got.map(|x| x.text.trim().to_owned()),
+                Ok("recovered text".to_owned()),
+                "Length {length}"
+            );
+        }
+    }
 }

@@ -845,24 +845,21 @@ impl<'a> Interpreter<'a> {
             } else {
                 self.place(x, y, size, &glyph);
             }
-            let advance = if font.vertical {
+            // The pen ends where the glyph itself ends: character and word
+            // spacing are room after it (a wide Tc can separate table cells
+            // drawn by one string), so they count as a gap, as in poppler.
+            let (ink, advance) = if font.vertical {
                 // Vertical fonts advance by their W2 heights; the default is one em down.
-                [
-                    1.0,
-                    0.0,
-                    0.0,
-                    1.0,
-                    0.0,
-                    -gs.size + gs.char_spacing + if is_space { gs.word_spacing } else { 0.0 },
-                ]
+                let spacing = gs.char_spacing + if is_space { gs.word_spacing } else { 0.0 };
+                ((0.0, -gs.size), (0.0, -gs.size + spacing))
             } else {
-                [1.0, 0.0, 0.0, 1.0, tx, 0.0]
+                ((w0 * gs.size * gs.h_scale, 0.0), (tx, 0.0))
             };
-            *tm = mul(&advance, tm);
             let end = mul(
                 &[gs.size * gs.h_scale, 0.0, 0.0, gs.size, 0.0, gs.rise],
-                &mul(tm, &gs.ctm),
+                &mul(&mul(&[1.0, 0.0, 0.0, 1.0, ink.0, ink.1], tm), &gs.ctm),
             );
+            *tm = mul(&[1.0, 0.0, 0.0, 1.0, advance.0, advance.1], tm);
             if !glyph.is_empty() {
                 self.pen = Some(Pen {
                     x: end[4],
@@ -908,6 +905,19 @@ impl<'a> Interpreter<'a> {
         self.join_hyphenated(glyph);
         self.nonspace += glyph.chars().filter(|c| !c.is_whitespace()).count();
         self.out.push_str(glyph);
+    }
+
+    /// Writes `text` as it is, line by line (text that no content stream draws).
+    fn write_lines(&mut self, text: &str) {
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                self.newline();
+            }
+            let line = line.trim();
+            self.nonspace += line.chars().filter(|c| !c.is_whitespace()).count();
+            self.out.push_str(line);
+        }
+        self.pen = None;
     }
 
     /// A word hyphenated at the end of a line ("ef-" then "ficient") is
@@ -1098,10 +1108,49 @@ impl<'a> Interpreter<'a> {
     }
 }
 
-/// The normal appearances of a page's visible annotations (form fields,
-/// free text, stamps), each with the matrix that places it on the page
+/// A page's visible annotation, as a viewer draws it.
+struct Annotation {
+    /// The normal appearance and the matrix that places it on the page.
+    appearance: Option<(ObjectId, Matrix)>,
+    /// A text or choice field's value, for when the appearance shows no text:
+    /// form fillers often set the value and leave the appearance for the
+    /// viewer to regenerate (`NeedAppearances`).
+    value: Option<String>,
+}
+
+/// The value of the form field behind a widget annotation, when it is a text
+/// or choice field (inherited attributes read up the `Parent` chain).
+fn field_value(doc: &Document, widget: &Dictionary) -> Option<String> {
+    let (mut kind, mut value) = (None, None);
+    let mut node = Some(widget);
+    for _ in 0..MAX_FORM_DEPTH {
+        let Some(field) = node else { break };
+        kind = kind.or_else(|| field.get(b"FT").and_then(Object::as_name).ok());
+        value = value.or_else(|| field.get(b"V").ok());
+        node = field.get(b"Parent").ok().and_then(|o| dict(doc, o));
+    }
+    if !matches!(kind, Some(b"Tx" | b"Ch")) {
+        return None;
+    }
+    let value = match value? {
+        Object::Reference(id) => doc.get_object(*id).ok()?,
+        other => other,
+    };
+    let text = match value {
+        Object::Array(items) => items
+            .iter()
+            .filter_map(|o| lopdf::decode_text_string(o).ok())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => lopdf::decode_text_string(other).ok()?,
+    };
+    text.chars().any(|c| !c.is_whitespace()).then_some(text)
+}
+
+/// A page's visible annotations (form fields, free text, stamps) with their
+/// normal appearances, each with the matrix that places it on the page
 /// (ISO 32000 12.5.5), as a viewer draws them.
-fn annotation_appearances(doc: &Document, page: ObjectId) -> Vec<(ObjectId, Matrix)> {
+fn annotations(doc: &Document, page: ObjectId) -> Vec<Annotation> {
     const HIDDEN: i64 = 1 << 1;
     const NO_VIEW: i64 = 1 << 5;
     let Some(annots) = doc
@@ -1119,97 +1168,101 @@ fn annotation_appearances(doc: &Document, page: ObjectId) -> Vec<(ObjectId, Matr
             .ok()
             .and_then(|o| o.as_i64().ok())
             .unwrap_or(0);
-        if flags & (HIDDEN | NO_VIEW) != 0
-            || annot.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Popup".as_slice())
-        {
+        let subtype = annot.get(b"Subtype").and_then(Object::as_name).ok();
+        if flags & (HIDDEN | NO_VIEW) != 0 || subtype == Some(b"Popup".as_slice()) {
             continue;
         }
-        let Some(normal) = annot
-            .get(b"AP")
-            .ok()
-            .and_then(|o| dict(doc, o))
-            .and_then(|ap| ap.get(b"N").ok())
-        else {
-            continue;
+        let value = match subtype {
+            Some(b"Widget") => field_value(doc, annot),
+            _ => None,
         };
-        // One appearance, or one per state (check boxes, radio buttons) chosen by /AS.
-        let id = match normal {
-            Object::Reference(id) if matches!(doc.get_object(*id), Ok(Object::Stream(_))) => *id,
-            other => {
-                let Some(states) = dict(doc, other) else {
-                    continue;
-                };
-                let Some(state) = annot.get(b"AS").and_then(Object::as_name).ok() else {
-                    continue;
-                };
-                match states.get(state) {
-                    Ok(Object::Reference(id)) => *id,
-                    _ => continue,
-                }
-            }
-        };
-        let Ok(Object::Stream(form)) = doc.get_object(id) else {
-            continue;
-        };
-        let (Some(rect), Some(bbox)) = (
-            annot
-                .get(b"Rect")
-                .ok()
-                .and_then(|o| array(doc, o))
-                .and_then(|a| nums::<4>(a)),
-            form.dict
-                .get(b"BBox")
-                .ok()
-                .and_then(|o| array(doc, o))
-                .and_then(|a| nums::<4>(a)),
-        ) else {
-            continue;
-        };
-        let matrix = form
-            .dict
-            .get(b"Matrix")
-            .ok()
-            .and_then(|o| array(doc, o))
-            .and_then(|a| nums::<6>(a))
-            .unwrap_or(IDENTITY);
-        // The matrix maps the bounding box somewhere; scale and move that box onto Rect.
-        let corners = [
-            (bbox[0], bbox[1]),
-            (bbox[2], bbox[1]),
-            (bbox[0], bbox[3]),
-            (bbox[2], bbox[3]),
-        ]
-        .map(|(x, y)| {
-            (
-                matrix[0] * x + matrix[2] * y + matrix[4],
-                matrix[1] * x + matrix[3] * y + matrix[5],
-            )
-        });
-        let (min_x, max_x) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
-            (lo.min(c.0), hi.max(c.0))
-        });
-        let (min_y, max_y) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
-            (lo.min(c.1), hi.max(c.1))
-        });
-        let (rx0, ry0, rx1, ry1) = (
-            rect[0].min(rect[2]),
-            rect[1].min(rect[3]),
-            rect[0].max(rect[2]),
-            rect[1].max(rect[3]),
-        );
-        let sx = if max_x > min_x {
-            (rx1 - rx0) / (max_x - min_x)
-        } else {
-            1.0
-        };
-        let sy = if max_y > min_y {
-            (ry1 - ry0) / (max_y - min_y)
-        } else {
-            1.0
-        };
-        out.push((id, [sx, 0.0, 0.0, sy, rx0 - min_x * sx, ry0 - min_y * sy]));
+        let appearance = appearance_placement(doc, annot);
+        if appearance.is_some() || value.is_some() {
+            out.push(Annotation { appearance, value });
+        }
     }
     out
+}
+
+/// An annotation's normal appearance and the matrix that maps its bounding
+/// box onto the annotation's rectangle.
+fn appearance_placement(doc: &Document, annot: &Dictionary) -> Option<(ObjectId, Matrix)> {
+    let normal = annot
+        .get(b"AP")
+        .ok()
+        .and_then(|o| dict(doc, o))
+        .and_then(|ap| ap.get(b"N").ok())?;
+    // One appearance, or one per state (check boxes, radio buttons) chosen by /AS.
+    let id = match normal {
+        Object::Reference(id) if matches!(doc.get_object(*id), Ok(Object::Stream(_))) => *id,
+        other => {
+            let state = annot.get(b"AS").and_then(Object::as_name).ok()?;
+            match dict(doc, other)?.get(state) {
+                Ok(Object::Reference(id)) => *id,
+                _ => return None,
+            }
+        }
+    };
+    let Ok(Object::Stream(form)) = doc.get_object(id) else {
+        return None;
+    };
+    let (Some(rect), Some(bbox)) = (
+        annot
+            .get(b"Rect")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .and_then(|a| nums::<4>(a)),
+        form.dict
+            .get(b"BBox")
+            .ok()
+            .and_then(|o| array(doc, o))
+            .and_then(|a| nums::<4>(a)),
+    ) else {
+        return None;
+    };
+    let matrix = form
+        .dict
+        .get(b"Matrix")
+        .ok()
+        .and_then(|o| array(doc, o))
+        .and_then(|a| nums::<6>(a))
+        .unwrap_or(IDENTITY);
+    // The matrix maps the bounding box somewhere; scale and move that box onto Rect.
+    let corners = [
+        (bbox[0], bbox[1]),
+        (bbox[2], bbox[1]),
+        (bbox[0], bbox[3]),
+        (bbox[2], bbox[3]),
+    ]
+    .map(|(x, y)| {
+        (
+            matrix[0] * x + matrix[2] * y + matrix[4],
+            matrix[1] * x + matrix[3] * y + matrix[5],
+        )
+    });
+    let (min_x, max_x) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+        (lo.min(c.0), hi.max(c.0))
+    });
+    let (min_y, max_y) = corners.iter().fold((f32::MAX, f32::MIN), |(lo, hi), c| {
+        (lo.min(c.1), hi.max(c.1))
+    });
+    let (rx0, ry0, rx1, ry1) = (
+        rect[0].min(rect[2]),
+        rect[1].min(rect[3]),
+        rect[0].max(rect[2]),
+        rect[1].max(rect[3]),
+    );
+    let sx = if max_x > min_x {
+        (rx1 - rx0) / (max_x - min_x)
+    } else {
+        1.0
+    };
+    let sy = if max_y > min_y {
+        (ry1 - ry0) / (max_y - min_y)
+    } else {
+        1.0
+    };
+    Some((id, [sx, 0.0, 0.0, sy, rx0 - min_x * sx, ry0 - min_y * sy]))
 }
 
 /// A glyph's text without control characters, with Latin ligatures (ﬁ, ﬀ,
@@ -1309,7 +1362,7 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
         if let Err(e) = it.run(&content, resources, &mut gs.clone(), 0) {
             result.first_error.get_or_insert(e);
         }
-        for (appearance, placement) in annotation_appearances(doc, page) {
+        for annotation in annotations(doc, page) {
             if it.full() {
                 break;
             }
@@ -1317,15 +1370,21 @@ pub fn extract_pages(doc: &Document, budget: usize) -> PageTexts {
                 it.newline();
             }
             it.pen = None;
-            it.draw_form(
-                appearance,
-                resources,
-                &GraphicsState {
-                    ctm: placement,
-                    ..gs.clone()
-                },
-                0,
-            );
+            let drawn = it.nonspace;
+            if let Some((appearance, placement)) = annotation.appearance {
+                it.draw_form(
+                    appearance,
+                    resources,
+                    &GraphicsState {
+                        ctm: placement,
+                        ..gs.clone()
+                    },
+                    0,
+                );
+            }
+            if let Some(value) = annotation.value.filter(|_| it.nonspace == drawn) {
+                it.write_lines(&value);
+            }
         }
         if !it.out.ends_with('\n') && !it.out.is_empty() {
             it.newline();
@@ -1443,6 +1502,24 @@ mod tests {
     }
 
     #[test]
+    fn character_spacing_is_a_gap_after_the_glyph() {
+        // A table row drawn by one string: a wide Tc moves each glyph a cell
+        // further, and the TJ numbers pull the glyphs of one number back together.
+        let row = "BT /F1 1 Tf 6 0 0 6 100 700 Tm 4 Tc \
+                   [(02) 4000 (,) 4000 (2) 4000 (4) 4000 (81) 4000 (,) 4000 (1) 4000 (3) 4000 (5)] TJ ET";
+        assert_eq!(text(row, &[]), "0 2,248 1,135");
+        // Slightly tightened or loosened letters stay one word.
+        assert_eq!(
+            text("BT /F1 12 Tf 72 700 Td -0.2 Tc (Florida) Tj ET", &[]),
+            "Florida"
+        );
+        assert_eq!(
+            text("BT /F1 12 Tf 72 700 Td 0.5 Tc (Florida) Tj ET", &[]),
+            "Florida"
+        );
+    }
+
+    #[test]
     fn rotated_text_keeps_its_spaces_and_lines() {
         let rotated = "q 0 1 -1 0 500 100 cm BT /F1 12 Tf 0 0 Td (DOCUMENT) Tj 70 0 Td (NO.) Tj 0 -20 Td (DATE) Tj ET Q";
         assert_eq!(text(rotated, &[]), "DOCUMENT NO.\nDATE");
@@ -1521,6 +1598,47 @@ mod tests {
             !got.contains("secret") && !got.contains("Unchecked"),
             "{got}"
         );
+    }
+
+    #[test]
+    fn field_values_stand_in_for_appearances_without_text() {
+        let doc = pdf_with(
+            "BT /F1 12 Tf 72 700 Td (Name:) Tj ET",
+            &[],
+            |_| pdf_font(),
+            |doc, resources| {
+                // What form fillers leave: the value set, the appearance empty.
+                let bbox = vec![0.into(), 0.into(), 100.into(), 20.into()];
+                let empty = doc.add_object(Stream::new(
+                    dictionary! { "Subtype" => "Form", "BBox" => bbox, "Resources" => resources },
+                    b"/Tx BMC EMC".to_vec(),
+                ));
+                let utf16 = |s: &str| {
+                    let mut bytes = vec![0xFE, 0xFF];
+                    bytes.extend(s.encode_utf16().flat_map(u16::to_be_bytes));
+                    Object::String(bytes, lopdf::StringFormat::Hexadecimal)
+                };
+                let rect = |y: i64| vec![150.into(), y.into(), 250.into(), (y + 20).into()];
+                // A widget of a field (PDFDocEncoding value): it inherits FT and V.
+                let field = doc.add_object(dictionary! { "FT" => "Ch", "T" => "City", "V" => Object::String(b"Z\xfcrich".to_vec(), lopdf::StringFormat::Literal) });
+                let annots = vec![
+                    Object::Dictionary(dictionary! {
+                        "Subtype" => "Widget", "FT" => "Tx", "V" => utf16("Alice"),
+                        "Rect" => rect(695), "AP" => dictionary! { "N" => empty },
+                    }),
+                    Object::Dictionary(
+                        dictionary! { "Subtype" => "Widget", "Parent" => field, "Rect" => rect(600) },
+                    ),
+                    // A check box's value is a state name, not text.
+                    Object::Dictionary(
+                        dictionary! { "Subtype" => "Widget", "FT" => "Btn", "V" => "Yes", "Rect" => rect(500) },
+                    ),
+                ];
+                dictionary! { "Annots" => annots }
+            },
+        );
+        let got = extract_pages(&doc, 0).text;
+        assert_eq!(got.trim(), "Name:\nAlice\nZürich", "{got}");
     }
 
     fn pdf_font() -> Dictionary {
