@@ -113,9 +113,9 @@ const KNOWN_LOW_RECALL: &[(&str, &str)] = &[
 ];
 
 /// The benchmark's quality targets over the whole corpus, against pdftotext
-/// (poppler): median word recall >= 0.99, 10th percentile >= 0.94 (0.944
-/// measured; the 0.95 is not reached, see the README), and no silent
-/// failure beyond [`KNOWN_LOW_RECALL`]. No timing. Needs `pdftotext`.
+/// (poppler): median word recall >= 0.99, 10th percentile >= 0.95 (0.971
+/// measured), and no silent failure beyond [`KNOWN_LOW_RECALL`], where
+/// pdftotext's own text is wrong (see the README). No timing. Needs `pdftotext`.
 #[test]
 fn word_recall_against_pdftotext() {
     let Some(dir) = corpus::dir() else { return };
@@ -190,5 +190,5 @@ fn word_recall_against_pdftotext() {
         recalls.len()
     );
     assert!(median >= 0.99, "median recall {median:.3} < 0.99");
-    assert!(p10 >= 0.94, "10th percentile recall {p10:.3} < 0.94");
+    assert!(p10 >= 0.95, "10th percentile recall {p10:.3} < 0.95");
 }
