@@ -12,15 +12,14 @@
 //! matrix, and hands the mapped pages of the original blocks back to the
 //! kernel, so the process holds one copy of each matrix instead of two.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::k_quants::{self, GgmlType};
-use candle_core::quantized::{
-    ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QStorage, QTensor, QuantizedType,
-};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor, QuantizedType};
 use candle_core::{CpuStorage, DType, Device, Module, Result, Tensor, D};
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::{build_additive_causal_mask, repeat_kv};
@@ -71,35 +70,38 @@ impl Weights {
         Ok((dtype, dims, start..start + len))
     }
 
-    /// The tensor `name`, copied into memory (for the small f32 vectors).
-    fn copy(&self, name: &str) -> Result<QTensor> {
+    /// The tensor `name`, read in place from the map where its block type
+    /// allows, else copied into memory.
+    fn tensor(&self, name: &str) -> Result<QTensor> {
         let (dtype, dims, bytes) = self.locate(name)?;
-        qtensor_from_ggml(dtype, &self.map[bytes], dims, &Device::Cpu)
+        QTensor::new(QStorage::Cpu(self.storage(dtype, &bytes)), dims)
     }
 
-    /// The weight matrix `name`, read in place from the map where its block
-    /// type allows, and ready for use: one product with two rows (the kernels'
-    /// smallest case that is not a matrix-vector product) makes candle build
-    /// its tiled copy now, after which the original blocks' pages are released,
-    /// so that at most one matrix is held twice at any moment.
+    /// The weight matrix `name` (see [`Weights::tensor`]), ready for use: one
+    /// product with two rows (the kernels' smallest case that is not a
+    /// matrix-vector product) makes candle build its tiled copy now, after
+    /// which the original blocks' pages are released, so that at most one
+    /// matrix is held twice at any moment.
     fn matrix(&self, name: &str) -> Result<QMatMul> {
-        let (dtype, dims, bytes) = self.locate(name)?;
-        let storage = match dtype {
-            GgmlDType::Q4K => Mapped::<k_quants::BlockQ4K>::boxed(&self.map, &bytes),
-            GgmlDType::Q5K => Mapped::<k_quants::BlockQ5K>::boxed(&self.map, &bytes),
-            GgmlDType::Q6K => Mapped::<k_quants::BlockQ6K>::boxed(&self.map, &bytes),
-            GgmlDType::Q8_0 => Mapped::<k_quants::BlockQ8_0>::boxed(&self.map, &bytes),
-            _ => None,
-        };
+        let (_, dims, bytes) = self.locate(name)?;
         let cols = dims.last().copied().unwrap_or_default();
-        let tensor = match storage {
-            Some(storage) => QTensor::new(QStorage::Cpu(storage), dims)?,
-            None => qtensor_from_ggml(dtype, &self.map[bytes.clone()], dims, &Device::Cpu)?,
-        };
-        let matrix = QMatMul::from_qtensor(tensor)?;
+        let matrix = QMatMul::from_qtensor(self.tensor(name)?)?;
         matrix.forward(&Tensor::zeros((2, cols), DType::F32, &Device::Cpu)?)?;
         self.release(&bytes);
         Ok(matrix)
+    }
+
+    /// The blocks of `bytes`: read in place from the map where their type
+    /// allows, else copied into memory.
+    fn storage(&self, dtype: GgmlDType, bytes: &Range<usize>) -> Box<dyn QuantizedType> {
+        let mapped = match dtype {
+            GgmlDType::Q4K => Mapped::<k_quants::BlockQ4K>::boxed(&self.map, bytes),
+            GgmlDType::Q5K => Mapped::<k_quants::BlockQ5K>::boxed(&self.map, bytes),
+            GgmlDType::Q6K => Mapped::<k_quants::BlockQ6K>::boxed(&self.map, bytes),
+            GgmlDType::Q8_0 => Mapped::<k_quants::BlockQ8_0>::boxed(&self.map, bytes),
+            _ => None,
+        };
+        mapped.unwrap_or_else(|| dtype.from_data(Cow::Borrowed(&self.map[bytes.clone()])))
     }
 
     /// Tells the kernel that the mapped pages of `bytes` are not needed now;
@@ -224,49 +226,32 @@ impl<T: GgmlType + 'static> QuantizedType for Mapped<T> {
 
 /// A quantized matrix read from the map, whose rows are expanded one at a time.
 struct Rows {
-    dtype: GgmlDType,
+    storage: Box<dyn QuantizedType>,
+    rows: usize,
     cols: usize,
-    row_bytes: usize,
-    map: Arc<Mmap>,
-    bytes: Range<usize>,
 }
 
 impl Rows {
     fn read(weights: &Weights, name: &str) -> Result<Self> {
         let (dtype, dims, bytes) = weights.locate(name)?;
-        let [_, cols] = dims[..] else {
+        let [rows, cols] = dims[..] else {
             candle_core::bail!("tensor {name} is not a matrix: {dims:?}");
         };
         Ok(Rows {
-            dtype,
+            storage: weights.storage(dtype, &bytes),
+            rows,
             cols,
-            row_bytes: cols / dtype.block_size() * dtype.type_size(),
-            map: Arc::clone(&weights.map),
-            bytes,
         })
-    }
-
-    fn row(&self, index: usize) -> Result<Tensor> {
-        let start = self.bytes.start + index * self.row_bytes;
-        if start + self.row_bytes > self.bytes.end {
-            candle_core::bail!("token {index} out of the vocabulary");
-        }
-        qtensor_from_ggml(
-            self.dtype,
-            &self.map[start..start + self.row_bytes],
-            vec![self.cols],
-            &Device::Cpu,
-        )?
-        .dequantize(&Device::Cpu)
     }
 
     /// The rows for `indices`, stacked.
     fn rows(&self, indices: &[u32]) -> Result<Tensor> {
-        let rows = indices
-            .iter()
-            .map(|&i| self.row(i as usize))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&rows, 0)
+        match self.storage.embedding(indices, self.rows, self.cols)? {
+            CpuStorage::F32(values) => {
+                Tensor::from_vec(values, (indices.len(), self.cols), &Device::Cpu)
+            }
+            _ => candle_core::bail!("embedding rows did not come out as f32"),
+        }
     }
 }
 
@@ -347,7 +332,7 @@ impl Qwen2 {
             true => Rows::read(weights, "output.weight")?.rows(scored)?,
             false => embeddings.rows(scored)?,
         };
-        let norm = RmsNorm::from_qtensor(weights.copy("output_norm.weight")?, eps)?;
+        let norm = RmsNorm::from_qtensor(weights.tensor("output_norm.weight")?, eps)?;
 
         let inv_freq: Vec<f32> = (0..head_dim)
             .step_by(2)
@@ -362,8 +347,8 @@ impl Qwen2 {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let name = |name: &str| format!("blk.{i}.{name}");
-            let vector = |n: &str| weights.copy(&name(n))?.dequantize(&Device::Cpu);
-            let norm = |n: &str| RmsNorm::from_qtensor(weights.copy(&name(n))?, eps);
+            let vector = |n: &str| weights.tensor(&name(n))?.dequantize(&Device::Cpu);
+            let norm = |n: &str| RmsNorm::from_qtensor(weights.tensor(&name(n))?, eps);
             let matrix = |n: &str| weights.matrix(&name(n));
             layers.push(Layer {
                 wq: matrix("attn_q.weight")?,
