@@ -1132,11 +1132,7 @@ fn field_value(doc: &Document, widget: &Dictionary) -> Option<String> {
     if !matches!(kind, Some(b"Tx" | b"Ch")) {
         return None;
     }
-    let value = match value? {
-        Object::Reference(id) => doc.get_object(*id).ok()?,
-        other => other,
-    };
-    let text = match value {
+    let text = match doc.dereference(value?).ok()?.1 {
         Object::Array(items) => items
             .iter()
             .filter_map(|o| lopdf::decode_text_string(o).ok())
