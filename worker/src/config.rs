@@ -77,7 +77,7 @@ pub struct ClassifierConfig {
     /// Document tokens the local model reads first: when its answer is confident
     /// (`--local-confidence`) the rest is not read. Equal to `--local-doc-tokens`:
     /// always read them all.
-    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=2048))]
+    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_first_tokens: u32,
     /// Probability of the best category, among the categories, at which the
     /// first reading's answer is accepted.

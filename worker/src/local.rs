@@ -5,7 +5,7 @@
 //! category list; the label whose first token has the highest logit wins. The
 //! answer is always a category, so there is never an unparseable answer.
 //! Reading is a cascade on one attention cache: the fixed prompt prefix is
-//! evaluated once at load; each document's first `first_tokens` (64) are read
+//! evaluated once at load; each document's first `first_tokens` (32) are read
 //! and the question asked; only when the best category's probability is below
 //! `confidence` (0.9) are the rest, up to `doc_tokens` (256), read and the
 //! question asked again. The tokenizer is built
