@@ -1,16 +1,16 @@
-//! Sends jobs to the work queue in batches of 10, retrying the entries SQS
-//! failed for reasons other than the request itself.
+//! Sends jobs to the work queue in batches of 10, retrying with docsort's one
+//! backoff policy the entries SQS failed for reasons other than the entry itself.
 
-use std::time::Duration;
-
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use docsort_schema::retry::{Backoff, Retryable};
 use docsort_schema::{Job, Source};
 use futures::{stream, StreamExt};
 use indicatif::ProgressBar;
 
 /// SQS accepts at most 10 entries per batch.
 pub const BATCH: usize = 10;
-const ATTEMPTS: u32 = 5;
 
 /// Counts of a producer run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,9 +93,11 @@ impl Sender {
         }
     }
 
-    /// Sends up to 10 jobs, retrying entries that failed on SQS's side; returns
-    /// the number that could not be sent.
+    /// Sends up to 10 jobs, retrying (docsort's [`Backoff`]) the entries and
+    /// requests that failed on SQS's side; returns the number not sent.
     async fn send_batch(&self, mut pending: Vec<Job>) -> u64 {
+        let retry = Backoff::default();
+        let mut rejected = 0u64;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -110,16 +112,16 @@ impl Sender {
                         .ok()
                 })
                 .collect::<Vec<_>>();
-            let retry: Vec<Job> = match self
+            let sent = self
                 .sqs
                 .send_message_batch()
                 .queue_url(&self.queue_url)
                 .set_entries(Some(entries))
                 .send()
-                .await
-            {
+                .await;
+            let mut again = Vec::new();
+            match sent {
                 Ok(out) => {
-                    let mut retry = Vec::new();
                     for failed in out.failed() {
                         let job = failed
                             .id()
@@ -128,46 +130,57 @@ impl Sender {
                             .and_then(|i| pending.get(i));
                         let Some(job) = job else { continue };
                         if failed.sender_fault() {
+                            // The entry itself is wrong: sending it again cannot help.
                             tracing::error!(uri = %job.uri(), code = failed.code(), message = failed.message(), "queue rejected job");
+                            rejected += 1;
                         } else {
-                            retry.push(job.clone());
+                            again.push(job.clone());
                         }
                     }
-                    let rejected = out.failed().len() - retry.len();
-                    if retry.is_empty() {
-                        return rejected as u64;
-                    }
-                    if attempt >= ATTEMPTS {
-                        tracing::error!(
-                            jobs = retry.len(),
-                            "giving up on jobs after {ATTEMPTS} attempts"
-                        );
-                        return (rejected + retry.len()) as u64;
-                    }
-                    // Entries rejected as the sender's fault are not retried.
-                    pending.retain(|j| retry.contains(j));
-                    retry
                 }
                 Err(e) => {
-                    if attempt >= ATTEMPTS {
+                    let e = SendFailure(e);
+                    if !e.is_retryable() {
                         tracing::error!(
                             jobs = pending.len(),
-                            error = &e as &dyn std::error::Error,
-                            "giving up on batch"
+                            error = &e.0 as &dyn std::error::Error,
+                            "queue refused the batch"
                         );
-                        return pending.len() as u64;
+                        return rejected + pending.len() as u64;
                     }
                     tracing::warn!(
-                        error = &e as &dyn std::error::Error,
+                        error = &e.0 as &dyn std::error::Error,
                         attempt,
-                        "batch send failed; retrying"
+                        "batch send failed"
                     );
-                    pending.clone()
+                    again = pending;
                 }
-            };
-            pending = retry;
-            tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+            }
+            if again.is_empty() {
+                return rejected;
+            }
+            if !retry.retries_after(attempt) {
+                tracing::error!(jobs = again.len(), attempts = attempt, "giving up on jobs");
+                return rejected + again.len() as u64;
+            }
+            pending = again;
+            tokio::time::sleep(retry.delay(attempt)).await;
         }
+    }
+}
+
+/// A `SendMessageBatch` request that failed as a whole.
+struct SendFailure(SdkError<SendMessageBatchError>);
+
+impl Retryable for SendFailure {
+    /// A missing queue or denied access never pass by waiting; throttling,
+    /// 5xx and connection trouble may.
+    fn is_retryable(&self) -> bool {
+        let SdkError::ServiceError(se) = &self.0 else {
+            return true;
+        };
+        let status = se.raw().status().as_u16();
+        !(se.err().is_queue_does_not_exist() || status == 403)
     }
 }
 

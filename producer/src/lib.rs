@@ -4,7 +4,6 @@
 //! - [`enqueue`]: send jobs in batches of 10, retrying partial failures.
 
 pub mod backfill;
-pub mod config;
 pub mod enqueue;
 
 pub use enqueue::{EnqueueSummary, Sender};

@@ -11,31 +11,10 @@ use aws_lambda_events::event::sns::SnsMessage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::record::Source;
+
 /// The current version of the docsort job message.
 pub const JOB_VERSION: u32 = 1;
-
-/// Where a job came from; stored in the record's `source` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// An S3 upload notification (direct, via SNS, or via EventBridge).
-    S3Event,
-    /// The producer's backfill over a prefix.
-    Backfill,
-    /// Keys enqueued by hand (`docsort-producer enqueue`).
-    Manual,
-}
-
-impl Source {
-    /// The stored string: `s3-event`, `backfill` or `manual`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::S3Event => "s3-event",
-            Source::Backfill => "backfill",
-            Source::Manual => "manual",
-        }
-    }
-}
 
 /// One object to classify. This is also the docsort job message, as JSON:
 /// `{"v":1,"bucket":"b","key":"k","version_id":null,"etag":"...","source":"backfill"}`.

@@ -70,6 +70,23 @@ impl Prompt {
         &self.version
     }
 
+    /// The label version of answers to this prompt from `model_id` reading the
+    /// first `max_text_chars` characters, with `reading` (a classifier's own
+    /// settings that can change an answer, e.g. the local model's token budget;
+    /// empty for Bedrock). Anything that can change an answer changes it: the
+    /// system prompt, the taxonomy, the model id, the text budget and `reading`.
+    /// Stored as every record's `prompt_version`.
+    pub fn label_version(&self, model_id: &str, max_text_chars: usize, reading: &[u8]) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.version.as_bytes());
+        hash.update([0]);
+        hash.update(model_id.as_bytes());
+        hash.update([0]);
+        hash.update((max_text_chars as u64).to_le_bytes());
+        hash.update(reading);
+        short_version(hash)
+    }
+
     /// The taxonomy this prompt asks about.
     pub fn taxonomy(&self) -> &Taxonomy {
         &self.taxonomy
@@ -200,6 +217,25 @@ mod tests {
         cats[0].description.push_str(" (any currency)");
         let other = Prompt::new(Taxonomy::new(cats).unwrap());
         assert_ne!(other.version(), prompt().version());
+    }
+
+    #[test]
+    fn label_version_follows_everything_that_can_change_an_answer() {
+        let p = prompt();
+        let base = p.label_version("model-a", 2000, b"");
+        assert_eq!(base, p.label_version("model-a", 2000, b""));
+        assert_eq!(base.len(), 12);
+        let mut cats = Taxonomy::default().categories().to_vec();
+        cats.swap(0, 1);
+        let others = [
+            p.label_version("model-b", 2000, b""),
+            p.label_version("model-a", 1500, b""),
+            p.label_version("model-a", 2000, b"reading 32/256"),
+            Prompt::new(Taxonomy::new(cats).unwrap()).label_version("model-a", 2000, b""),
+        ];
+        for other in others {
+            assert_ne!(other, base);
+        }
     }
 
     #[test]

@@ -15,8 +15,6 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::message::Source;
-
 /// The table's partition key attribute.
 pub const PARTITION_KEY: &str = "uri";
 /// The global secondary index: partition `label`, sort `classified_at`.
@@ -31,6 +29,29 @@ pub fn uri(bucket: &str, key: &str) -> String {
 /// with milliseconds, so strings sort in time order.
 pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Where a job came from; stored in the record's `source` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// An S3 upload notification (direct, via SNS, or via EventBridge).
+    S3Event,
+    /// The producer's backfill over a prefix.
+    Backfill,
+    /// Keys enqueued by hand (`docsort-producer enqueue`).
+    Manual,
+}
+
+impl Source {
+    /// The stored string: `s3-event`, `backfill` or `manual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::S3Event => "s3-event",
+            Source::Backfill => "backfill",
+            Source::Manual => "manual",
+        }
+    }
 }
 
 /// Whether the document got a label.
@@ -49,6 +70,69 @@ impl Status {
         match self {
             Status::Labeled => "labeled",
             Status::Failed => "failed",
+        }
+    }
+}
+
+/// What became of a document: the item's `status` with `label`, or with
+/// `failure` and `detail`. A record is always exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// The model answered with a taxonomy category.
+    Labeled {
+        /// The category.
+        label: String,
+    },
+    /// No label: why, as a code and one human sentence.
+    Failed {
+        /// The reason code.
+        failure: FailureReason,
+        /// One human sentence about the failure.
+        detail: String,
+    },
+}
+
+impl Outcome {
+    /// A failure with its sentence.
+    pub fn failed(failure: FailureReason, detail: impl Into<String>) -> Self {
+        Outcome::Failed {
+            failure,
+            detail: detail.into(),
+        }
+    }
+
+    /// `labeled` or `failed`.
+    pub fn status(&self) -> Status {
+        match self {
+            Outcome::Labeled { .. } => Status::Labeled,
+            Outcome::Failed { .. } => Status::Failed,
+        }
+    }
+
+    /// The category, when labeled.
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            Outcome::Labeled { label } => Some(label),
+            Outcome::Failed { .. } => None,
+        }
+    }
+
+    /// The reason code, when failed.
+    pub fn failure(&self) -> Option<&FailureReason> {
+        match self {
+            Outcome::Labeled { .. } => None,
+            Outcome::Failed { failure, .. } => Some(failure),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    /// `invoice`, or `failed/no_text`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Labeled { label } => f.write_str(label),
+            Outcome::Failed { failure, .. } => write!(f, "failed/{failure}"),
         }
     }
 }
@@ -147,21 +231,15 @@ pub struct LabelRecord {
         with = "opt_timestamp"
     )]
     pub last_modified: Option<DateTime<Utc>>,
-    /// `labeled` or `failed`.
-    pub status: Status,
-    /// The category, when `labeled`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// The reason code, when `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailureReason>,
-    /// One human sentence about the failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    /// `status` with `label`, or with `failure` and `detail`: one or the other,
+    /// never both or neither.
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// The model or inference profile asked (absent when the model was not reached).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
-    /// Short hash of system prompt and taxonomy.
+    /// The label version: short hash of everything that can change an answer
+    /// (system prompt, taxonomy, model id, text budget, the local model's reading).
     pub prompt_version: String,
     /// Input tokens billed, summed over the calls for this document.
     #[serde(default)]
@@ -196,14 +274,15 @@ pub enum RecordError {
 }
 
 impl LabelRecord {
-    /// A record for a document with no outcome yet (`status` failed, no label,
-    /// no failure): the caller fills in what it learns.
+    /// A record of `outcome` for the object `bucket`/`key`, classified now
+    /// under `prompt_version`; the caller fills in what else it knows.
     pub fn new(
         uri: String,
         bucket: String,
         key: String,
         prompt_version: String,
         source: Source,
+        outcome: Outcome,
     ) -> Self {
         LabelRecord {
             uri,
@@ -213,10 +292,7 @@ impl LabelRecord {
             etag: None,
             size_bytes: None,
             last_modified: None,
-            status: Status::Failed,
-            label: None,
-            failure: None,
-            detail: None,
+            outcome,
             model_id: None,
             prompt_version,
             input_tokens: 0,
@@ -228,6 +304,16 @@ impl LabelRecord {
             source,
             attempts: 0,
         }
+    }
+
+    /// `labeled` or `failed`.
+    pub fn status(&self) -> Status {
+        self.outcome.status()
+    }
+
+    /// The category, when labeled.
+    pub fn label(&self) -> Option<&str> {
+        self.outcome.label()
     }
 
     /// The DynamoDB item for this record.
@@ -289,10 +375,9 @@ mod tests {
             etag: Some("\"abc\"".into()),
             size_bytes: Some(1234),
             last_modified: Some("2026-11-24T08:00:00Z".parse().unwrap()),
-            status: Status::Labeled,
-            label: Some("invoice".into()),
-            failure: None,
-            detail: None,
+            outcome: Outcome::Labeled {
+                label: "invoice".into(),
+            },
             model_id: Some("us.anthropic.claude-haiku-4-5-20251001-v1:0".into()),
             prompt_version: "0123456789ab".into(),
             input_tokens: 812,
@@ -323,25 +408,47 @@ mod tests {
             AttributeValue::S("2026-11-24T08:00:00.000Z".into())
         );
         assert_eq!(map["source"], AttributeValue::S("backfill".into()));
-        assert!(!map.contains_key("failure") && !map.contains_key("version_id"));
+        assert_eq!(map["label"], AttributeValue::S("invoice".into()));
+        assert!(!map.contains_key("failure") && !map.contains_key("detail"));
+        assert!(!map.contains_key("version_id"));
         assert_eq!(LabelRecord::from_item(item).unwrap(), record);
     }
 
     #[test]
     fn failed_record_roundtrips_and_unknown_codes_survive() {
         let mut record = sample();
-        record.status = Status::Failed;
-        record.label = None;
-        record.failure = Some(FailureReason::NoText);
-        record.detail = Some("The PDF has no text layer.".into());
+        record.outcome = Outcome::failed(FailureReason::NoText, "The PDF has no text layer.");
         let item = record.to_item().unwrap();
         let map: std::collections::HashMap<String, AttributeValue> = item.clone().into();
+        assert_eq!(map["status"], AttributeValue::S("failed".into()));
         assert_eq!(map["failure"], AttributeValue::S("no_text".into()));
+        assert!(!map.contains_key("label"));
         assert_eq!(LabelRecord::from_item(item).unwrap(), record);
         assert_eq!(
             FailureReason::from("quota".to_string()),
             FailureReason::Other("quota".into())
         );
+    }
+
+    #[test]
+    fn an_inconsistent_item_is_not_a_record() {
+        // labeled without a label; failed without a reason
+        let mut map: std::collections::HashMap<String, AttributeValue> =
+            sample().to_item().unwrap().into();
+        map.remove("label");
+        assert!(LabelRecord::from_item(map.clone()).is_err());
+        map.insert("status".into(), AttributeValue::S("failed".into()));
+        map.insert("detail".into(), AttributeValue::S("Why.".into()));
+        assert!(LabelRecord::from_item(map).is_err());
+    }
+
+    #[test]
+    fn attributes_added_by_a_newer_docsort_are_ignored() {
+        let mut map: std::collections::HashMap<String, AttributeValue> =
+            sample().to_item().unwrap().into();
+        map.insert("text_source".into(), AttributeValue::S("ocr".into()));
+        map.insert("image_tokens".into(), AttributeValue::N("1600".into()));
+        assert_eq!(LabelRecord::from_item(map).unwrap(), sample());
     }
 
     #[test]

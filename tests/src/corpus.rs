@@ -2,13 +2,20 @@
 
 use std::path::PathBuf;
 
-/// The corpus directory, or `None` (with a loud message) when this machine lacks it.
+/// The corpus directory, or `None` (with a loud message) when this machine
+/// lacks it. With `DOCSORT_REQUIRE_CORPUS=1` (CI sets it) a missing corpus
+/// fails the test instead.
 pub fn dir() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCSORT_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
     if dir.join("manifest.tsv").is_file() {
         Some(dir)
+    } else if std::env::var("DOCSORT_REQUIRE_CORPUS").is_ok_and(|v| v == "1") {
+        panic!(
+            "corpus not found at {} and DOCSORT_REQUIRE_CORPUS=1: set DOCSORT_CORPUS to the folder with manifest.tsv",
+            dir.display()
+        );
     } else {
         eprintln!(
             "\n*** SKIPPED: corpus not found at {} (set DOCSORT_CORPUS to the folder with manifest.tsv). \

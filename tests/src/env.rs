@@ -1,9 +1,11 @@
 //! Per-test AWS resources on moto (uniquely named bucket, queue + DLQ, labels
-//! table), a Bedrock stand-in, and the worker pool running in-process.
+//! and state tables), a Bedrock stand-in, and the worker pool running in-process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
@@ -11,13 +13,21 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use clap::Parser;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use docsort_schema::LabelRecord;
-use docsort_worker::aws::{bedrock_client, s3_client, Clients};
-use docsort_worker::config::{Cli, Command};
-use docsort_worker::metrics::Summary;
-use docsort_worker::service::{self, RunError};
-use docsort_worker::store::{LabelStore, LEASE_PREFIX};
+use docsort_worker::classify::bedrock::BedrockSettings;
+use docsort_worker::classify::local::LocalSettings;
+use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
+use docsort_worker::events::Summary;
+use docsort_worker::extract::{Isolation, Limits};
+use docsort_worker::pipeline::aws::{bedrock_client, s3_client, Clients};
+use docsort_worker::pipeline::state::{LEASE_PREFIX, STATE_KEY};
+use docsort_worker::pipeline::store::LabelStore;
+use docsort_worker::pipeline::{self, RunError, RunSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::bedrock::{Call, Reply, StandIn};
@@ -61,9 +71,121 @@ pub struct TestEnv {
     pub bucket: String,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The labels table.
     pub table: String,
+    /// The state table (leases).
+    pub state_table: String,
+    /// DynamoDB writes made through [`TestEnv::dynamodb`], which the
+    /// in-process worker uses.
+    pub writes: WriteCounter,
     /// The Bedrock stand-in.
     pub bedrock: StandIn,
+}
+
+/// Counts DynamoDB write requests (PutItem, UpdateItem, DeleteItem, ...) by
+/// table and operation, as they go on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct WriteCounter(Arc<Mutex<HashMap<(String, String), u64>>>);
+
+impl WriteCounter {
+    /// Requests of `operation` (e.g. `PutItem`) to `table` so far.
+    pub fn count(&self, table: &str, operation: &str) -> u64 {
+        let counts = self.0.lock().expect("write counter");
+        counts
+            .get(&(table.to_owned(), operation.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Write requests of any kind to `table` so far.
+    pub fn total(&self, table: &str) -> u64 {
+        let counts = self.0.lock().expect("write counter");
+        counts
+            .iter()
+            .filter(|((t, _), _)| t == table)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Intercept for WriteCounter {
+    fn name(&self) -> &'static str {
+        "WriteCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("")
+            .to_owned();
+        if ![
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "BatchWriteItem",
+            "TransactWriteItems",
+        ]
+        .contains(&operation.as_str())
+        {
+            return Ok(());
+        }
+        let table = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v["TableName"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *self
+            .0
+            .lock()
+            .expect("write counter")
+            .entry((table, operation))
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A DynamoDB client whose writes `counter` counts.
+pub fn counted_dynamodb(sdk: &SdkConfig, counter: &WriteCounter) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build(),
+    )
+}
+
+/// Creates the state table as infra/ defines it: key `pk` (TTL `expires_at`
+/// is set by the template; moto ignores it, and no test relies on expiry).
+pub async fn create_state_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(STATE_KEY)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(STATE_KEY)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create state table");
 }
 
 /// Creates the labels table as infra/ defines it: key `uri`, GSI `label-index`.
@@ -148,7 +270,9 @@ impl TestEnv {
             .queue_url
             .expect("queue url");
         create_table(&dynamodb, &base).await;
-        TestEnv::attach(base.clone(), queue_url, dlq_url, base, script).await
+        let state_table = format!("{base}-state");
+        create_state_table(&dynamodb, &state_table).await;
+        TestEnv::attach(base.clone(), queue_url, dlq_url, base, state_table, script).await
     }
 
     /// Resources that exist already (e.g. created by a CloudFormation stack),
@@ -158,19 +282,23 @@ impl TestEnv {
         queue_url: String,
         dlq_url: String,
         table: String,
+        state_table: String,
         script: impl Fn(&Call) -> Reply + Send + Sync + 'static,
     ) -> TestEnv {
         let sdk = sdk_config(&crate::moto::shared().endpoint).await;
         let bedrock = StandIn::start(script).await;
+        let writes = WriteCounter::default();
         TestEnv {
             s3: s3_client(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            dynamodb: counted_dynamodb(&sdk, &writes),
             sdk,
             bucket,
             queue_url,
             dlq_url,
             table,
+            state_table,
+            writes,
             bedrock,
         }
     }
@@ -195,7 +323,8 @@ impl TestEnv {
             .expect("get item")
     }
 
-    /// Every record in the table, by key (leases excluded; see [`TestEnv::leases`]).
+    /// Every item of the labels table, each read as a record (an item that
+    /// is not one fails the test: the table holds records only), by key.
     pub async fn items(&self) -> HashMap<String, LabelRecord> {
         let mut out = HashMap::new();
         let mut pages = self
@@ -207,32 +336,25 @@ impl TestEnv {
             .send();
         while let Some(item) = pages.next().await {
             let item = item.expect("scan");
-            if item
-                .get("uri")
-                .and_then(|u| u.as_s().ok())
-                .is_some_and(|u| u.starts_with(LEASE_PREFIX))
-            {
-                continue;
-            }
-            let record = LabelRecord::from_item(item).expect("valid record");
+            let record = LabelRecord::from_item(item).expect("every labels table item is a record");
             out.insert(record.key.clone(), record);
         }
         out
     }
 
-    /// How many lease items are in the table.
+    /// How many lease items are in the state table.
     pub async fn leases(&self) -> usize {
         let out = self
             .dynamodb
             .scan()
-            .table_name(&self.table)
+            .table_name(&self.state_table)
             .send()
             .await
             .expect("scan");
         out.items()
             .iter()
             .filter(|i| {
-                i.get("uri")
+                i.get(STATE_KEY)
                     .and_then(|u| u.as_s().ok())
                     .is_some_and(|u| u.starts_with(LEASE_PREFIX))
             })
@@ -275,16 +397,19 @@ impl TestEnv {
 
     /// Starts the worker pool in this process with the tests' defaults.
     pub async fn start_worker(&self) -> RunningWorker {
-        self.start_worker_with(&[]).await
+        self.start_worker_with(|_| {}).await
     }
 
-    /// The `docsort-worker run` arguments the tests use, then `extra` (later flags win).
+    /// The `docsort-worker run` arguments the tests use, then `extra` (later
+    /// flags win): the same settings as [`TestEnv::run_settings`].
     pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "--queue-url",
             &self.queue_url,
             "--table",
             &self.table,
+            "--state-table",
+            &self.state_table,
             "--model-id",
             MODEL_ID,
             "--concurrency",
@@ -305,31 +430,55 @@ impl TestEnv {
         args
     }
 
-    /// Starts the worker pool in this process, as `docsort-worker run` with
-    /// [`TestEnv::run_args`] plus `extra`. Extraction runs in child processes
-    /// of the built `docsort-worker` binary, as in production.
-    pub async fn start_worker_with(&self, extra: &[&str]) -> RunningWorker {
-        let mut argv = vec!["docsort-worker".to_owned(), "run".to_owned()];
-        argv.extend(self.run_args(extra));
-        argv.extend([
-            "--extractor-exe".to_owned(),
-            worker_exe().display().to_string(),
-        ]);
-        let cli = Cli::try_parse_from(argv).expect("valid worker arguments");
-        let Command::Run(config) = cli.command else {
-            unreachable!("run was given")
-        };
+    /// The worker settings the tests use: `docsort-worker run`'s defaults but
+    /// for short waits and timeouts. Extraction runs in child processes of the
+    /// built `docsort-worker` binary, as in production.
+    pub fn run_settings(&self) -> RunSettings {
+        let mut bedrock = BedrockSettings::new(MODEL_ID);
+        bedrock.attempt_timeout = Duration::from_secs(10);
+        RunSettings {
+            queue_url: self.queue_url.clone(),
+            table: self.table.clone(),
+            state_table: self.state_table.clone(),
+            concurrency: 4,
+            wait_time_secs: 1,
+            visibility_timeout_secs: 30,
+            shutdown_grace: Duration::from_secs(30),
+            metrics_namespace: None,
+            max_object_bytes: 64 * 1024 * 1024,
+            extract: Limits {
+                timeout: Duration::from_secs(30),
+                isolation: Isolation::Process {
+                    exe: worker_exe(),
+                    memory_mib: 1024,
+                },
+            },
+            classifier: ClassifierSettings {
+                kind: ClassifierKind::Bedrock,
+                taxonomy: None,
+                max_text_chars: 2000,
+                bedrock,
+                local: LocalSettings::default(),
+            },
+        }
+    }
+
+    /// Starts the worker pool in this process with [`TestEnv::run_settings`]
+    /// as `adjust` changes them.
+    pub async fn start_worker_with(&self, adjust: impl FnOnce(&mut RunSettings)) -> RunningWorker {
+        let mut settings = self.run_settings();
+        adjust(&mut settings);
         let bedrock_sdk = sdk_config(&self.bedrock.endpoint).await;
         let clients = Clients {
             s3: self.s3.clone(),
             sqs: self.sqs.clone(),
             dynamodb: self.dynamodb.clone(),
-            bedrock: bedrock_client(&bedrock_sdk, config.classifier.model_timeout()),
+            bedrock: bedrock_client(&bedrock_sdk, settings.classifier.bedrock.attempt_timeout),
         };
         let token = CancellationToken::new();
-        let handle = tokio::spawn(service::run(
+        let handle = tokio::spawn(pipeline::run(
             clients,
-            config,
+            settings,
             token.clone(),
             Box::new(std::io::sink()),
         ));
@@ -386,8 +535,29 @@ pub struct RunningWorker {
 impl RunningWorker {
     /// Requests shutdown (as SIGTERM does) and returns the run's counts.
     pub async fn stop(self) -> Summary {
+        match self.try_stop().await {
+            Ok(summary) => summary,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Whether the pool is still running (it has not stopped or panicked by itself).
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
+    /// Requests shutdown and returns the run's counts, or how the pool ended
+    /// otherwise (an error, or a panic).
+    pub async fn try_stop(self) -> Result<Summary, String> {
         self.token.cancel();
-        self.handle.await.expect("pool task").expect("pool ran")
+        match self.handle.await {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(e)) => Err(format!(
+                "the pool stopped with an error: {:?}",
+                anyhow::Error::from(e)
+            )),
+            Err(e) => Err(format!("the pool task panicked: {e}")),
+        }
     }
 }
 

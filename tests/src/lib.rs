@@ -6,6 +6,8 @@
 //! - [`env`]: per-test AWS resources with unique names, clients, and an in-process worker;
 //! - [`wait`]: deadline-bounded polling.
 
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
+
 pub mod bedrock;
 pub mod corpus;
 pub mod env;

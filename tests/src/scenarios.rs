@@ -87,7 +87,7 @@ pub async fn kill_run(documents: usize, kills: usize) -> KillReport {
     for i in 0..documents {
         env.put(
             &format!("docs/{i:05}.pdf"),
-            docsort_worker::samples::text_pdf(&[document_lines(i)]),
+            docsort_worker::offline::samples::text_pdf(&[document_lines(i)]),
         )
         .await;
     }
@@ -148,9 +148,9 @@ pub async fn kill_run(documents: usize, kills: usize) -> KillReport {
     for i in 0..documents {
         let key = format!("docs/{i:05}.pdf");
         match items.get(&key) {
-            Some(item) if item.status == Status::Labeled => {
+            Some(item) if item.status() == Status::Labeled => {
                 let text = docsort_worker::extract::extract(
-                    &docsort_worker::samples::text_pdf(&[document_lines(i)]),
+                    &docsort_worker::offline::samples::text_pdf(&[document_lines(i)]),
                     0,
                 )
                 .expect("own pdf")
@@ -159,7 +159,7 @@ pub async fn kill_run(documents: usize, kills: usize) -> KillReport {
                 let want = label_for(&crate::bedrock::document_of(
                     &prompt.user_message(&text, 2000),
                 ));
-                if item.label.as_deref() != Some(want) {
+                if item.label() != Some(want) {
                     report.wrong += 1;
                 }
             }
@@ -188,7 +188,8 @@ pub struct CorpusReport {
     pub slowest_document: String,
     pub slowest_extract_ms: u64,
     pub peak_extract_rss_kib: u64,
-    /// Whether the worker ran to a clean stop.
+    /// Whether the worker was still running when every item was there, and
+    /// then stopped cleanly on request.
     pub worker_survived: bool,
     pub elapsed: Duration,
 }
@@ -225,7 +226,7 @@ pub async fn corpus_run(dir: &std::path::Path) -> CorpusReport {
     .await
     .expect("backfill");
     let worker = env
-        .start_worker_with(&["--extract-timeout-secs", "10"])
+        .start_worker_with(|s| s.extract.timeout = Duration::from_secs(10))
         .await;
     let items = wait::until(
         "an item for every corpus PDF",
@@ -237,19 +238,24 @@ pub async fn corpus_run(dir: &std::path::Path) -> CorpusReport {
         },
     )
     .await;
-    let summary = worker.stop().await;
+    let running = worker.is_running();
+    let stopped = worker.try_stop().await;
+    if let Err(e) = &stopped {
+        eprintln!("corpus run: {e}");
+    }
     let mut report = CorpusReport {
         files: keys.len(),
-        worker_survived: true,
+        worker_survived: running && stopped.is_ok(),
         ..CorpusReport::default()
     };
+    let summary = stopped.unwrap_or_default();
     for key in &keys {
         match items.get(key) {
-            Some(item) if item.status == Status::Labeled => report.labeled += 1,
+            Some(item) if item.status() == Status::Labeled => report.labeled += 1,
             Some(item) => {
                 *report
                     .failed
-                    .entry(item.failure.as_ref().map_or("?".into(), |f| f.to_string()))
+                    .entry(item.outcome.failure().map_or("?".into(), |f| f.to_string()))
                     .or_default() += 1
             }
             None => report.missing.push(key.clone()),
@@ -264,6 +270,6 @@ pub async fn corpus_run(dir: &std::path::Path) -> CorpusReport {
 
 /// Every `.pdf` under `dir`, sorted (the same walk as `docsort-worker classify`).
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    docsort_worker::batch::collect_pdfs(&[dir.to_path_buf()])
+    docsort_worker::offline::files::collect_pdfs(&[dir.to_path_buf()])
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
 }

@@ -1,28 +1,20 @@
-//! docsort's worker: takes S3 keys from SQS, extracts PDF text, asks a Bedrock
-//! model for one category and writes the label to the DynamoDB labels table.
+//! docsort's worker: takes S3 keys from SQS, extracts PDF text, asks a model
+//! for one category and writes the label to the DynamoDB labels table.
 //!
-//! `main.rs` only parses [`config`], sets up logging, builds the AWS clients once
-//! and calls [`service::run`]. Tests call the same functions with their own clients
-//! and a [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
+//! One folder per subsystem, each saying what it owns:
+//! - [`extract`]: PDF bytes to text, in a bounded child process;
+//! - [`classify`]: text to one category (Bedrock, or the embedded local model);
+//! - [`pipeline`]: the queue pool, the job processor and the tables;
+//! - [`offline`]: local files and labeled sets, for `classify` and `eval`;
+//! - [`events`]: every outcome logged and counted in one place.
+//!
+//! The `docsort-worker` binary (`main.rs`, `cli.rs`, `commands/`) parses the
+//! command line into the settings structs of these modules and calls them.
+//! Tests call the same functions with their own clients and a
+//! [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
 
-pub mod aws;
-pub mod batch;
 pub mod classify;
-pub mod config;
-pub mod eval;
+pub mod events;
 pub mod extract;
-pub mod fetch;
-pub mod gate;
-pub mod local;
-pub mod message;
-pub mod metrics;
-mod pdflex;
-pub mod pdftext;
-pub mod pool;
-pub mod pricing;
-mod qwen2;
-pub mod samples;
-pub mod service;
-pub mod shutdown;
-pub mod store;
-mod tounicode;
+pub mod offline;
+pub mod pipeline;

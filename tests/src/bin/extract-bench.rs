@@ -11,6 +11,8 @@
 //! over files where pdftotext finds at least 20 words. A silent failure is a file
 //! where docsort reports success with less than half of pdftotext's words.
 
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! `cargo build --workspace --bins && cargo run -p docsort-tests --bin reliability`
 //! (needs `.venv` from `scripts/test`; the corpus from DOCSORT_CORPUS or ../shared/corpus).
 
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
+
 use docsort_tests::{corpus, scenarios};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]

@@ -6,7 +6,7 @@ use docsort_schema::LabelRecord;
 use docsort_tests::bedrock::Reply;
 use docsort_tests::env::TestEnv;
 use docsort_tests::wait;
-use docsort_worker::samples::text_pdf;
+use docsort_worker::offline::samples::text_pdf;
 
 pub const DEADLINE: Duration = Duration::from_secs(120);
 

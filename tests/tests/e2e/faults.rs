@@ -71,29 +71,25 @@ async fn a_throttle_storm_slows_the_pool_and_loses_nothing() {
     for i in 0..docs {
         env.put(
             &format!("d/{i}.pdf"),
-            docsort_worker::samples::text_pdf(&[scenarios::document_lines(i)]),
+            docsort_worker::offline::samples::text_pdf(&[scenarios::document_lines(i)]),
         )
         .await;
         env.send(&job(&env, &format!("d/{i}.pdf"))).await;
     }
     let worker = env
-        .start_worker_with(&[
-            "--concurrency",
-            "8",
-            "--model-max-rps",
-            "20",
-            "--model-min-rps",
-            "1",
-            "--model-attempts",
-            "12",
-        ])
+        .start_worker_with(|s| {
+            s.concurrency = 8;
+            s.classifier.bedrock.gate.max_rps = 20.0;
+            s.classifier.bedrock.gate.min_rps = 1.0;
+            s.classifier.bedrock.retry.attempts = 12;
+        })
         .await;
     wait::until(
         "every document labeled",
         Duration::from_secs(240),
         || async {
             let items = env.items().await;
-            (items.len() == docs && items.values().all(|i| i.status == Status::Labeled))
+            (items.len() == docs && items.values().all(|i| i.status() == Status::Labeled))
                 .then_some(())
         },
     )
@@ -134,7 +130,10 @@ async fn model_errors_never_write_failed_and_the_message_stays() {
     let env = TestEnv::new("transient", |_| Reply::Unavailable).await;
     env.put("a.pdf", pdf(&["INVOICE 1"])).await;
     let worker = env
-        .start_worker_with(&["--model-attempts", "2", "--visibility-timeout-secs", "60"])
+        .start_worker_with(|s| {
+            s.classifier.bedrock.retry.attempts = 2;
+            s.visibility_timeout_secs = 60;
+        })
         .await;
     env.send(&job(&env, "a.pdf")).await;
     wait::until(
@@ -168,7 +167,7 @@ async fn worker_retried(env: &TestEnv) -> bool {
 async fn a_poison_body_reaches_the_dlq_untouched() {
     let env = TestEnv::new("poison", |_| answer("invoice")).await;
     let worker = env
-        .start_worker_with(&["--visibility-timeout-secs", "10"])
+        .start_worker_with(|s| s.visibility_timeout_secs = 10)
         .await;
     let body = "{\"hello\": \"this is no docsort message\"}";
     env.send(body).await;
@@ -246,7 +245,7 @@ async fn prompt_injection_cannot_leave_the_taxonomy() {
     worker.stop().await;
     let taxonomy = Taxonomy::default();
     for (key, item) in env.items().await {
-        if let Some(label) = &item.label {
+        if let Some(label) = item.label() {
             assert!(
                 taxonomy.get(label).is_some(),
                 "{key}: stored label {label:?} is outside the taxonomy"
@@ -256,18 +255,14 @@ async fn prompt_injection_cannot_leave_the_taxonomy() {
     for key in ["outside.pdf", "escape.pdf"] {
         let item = env.item(key).await.expect("item");
         assert_eq!(
-            (item.status, item.failure),
+            (item.status(), item.outcome.failure().cloned()),
             (Status::Failed, Some(FailureReason::UnparseableAnswer)),
             "{key}"
         );
     }
     // The document may pick another category (the model decides), never a new one.
     assert_eq!(
-        env.item("category.pdf")
-            .await
-            .expect("item")
-            .label
-            .as_deref(),
+        env.item("category.pdf").await.expect("item").label(),
         Some("resume")
     );
     for call in env.bedrock.calls() {
@@ -287,18 +282,16 @@ async fn slow_work_keeps_its_message_invisible() {
     .await;
     env.put("slow.pdf", pdf(&["USER MANUAL"])).await;
     let worker = env
-        .start_worker_with(&[
-            "--visibility-timeout-secs",
-            "10",
-            "--model-timeout-secs",
-            "30",
-        ])
+        .start_worker_with(|s| {
+            s.visibility_timeout_secs = 10;
+            s.classifier.bedrock.attempt_timeout = Duration::from_secs(30);
+        })
         .await;
     env.send(&job(&env, "slow.pdf")).await;
     let item = wait_for_item(&env, "slow.pdf").await;
     wait_for_empty_queue(&env).await;
     let run = worker.stop().await;
-    assert_eq!(item.label.as_deref(), Some("manual"));
+    assert_eq!(item.label(), Some("manual"));
     assert_eq!(env.bedrock.call_count(), 1);
     assert_eq!(
         (run.deferred, run.skipped),
@@ -318,7 +311,7 @@ async fn two_deliveries_racing_make_one_model_call() {
     env.send(&job(&env, "same.pdf")).await;
     env.send(&job(&env, "same.pdf")).await;
     let worker = env
-        .start_worker_with(&["--visibility-timeout-secs", "10"])
+        .start_worker_with(|s| s.visibility_timeout_secs = 10)
         .await;
     wait_for_item(&env, "same.pdf").await;
     wait_for_empty_queue(&env).await;
@@ -397,7 +390,7 @@ async fn newer_versions_win_in_any_order_and_success_replaces_failure() {
         }
         let item = env.item(key).await.expect("item");
         assert_eq!(
-            (item.version_id.as_deref(), item.label.as_deref()),
+            (item.version_id.as_deref(), item.label()),
             (Some(new.as_str()), Some("contract")),
             "{key}"
         );
@@ -405,13 +398,16 @@ async fn newer_versions_win_in_any_order_and_success_replaces_failure() {
     // A failure is replaced by a later success.
     env.send(&job(&env, "late.pdf")).await;
     let failed = wait_for_item(&env, "late.pdf").await;
-    assert_eq!(failed.failure, Some(FailureReason::NotFound));
+    assert_eq!(
+        failed.outcome.failure().cloned(),
+        Some(FailureReason::NotFound)
+    );
     put("late.pdf", "INVOICE arrived late").await;
     env.send(&job(&env, "late.pdf")).await;
     wait::until("late.pdf labeled", DEADLINE, || async {
         env.item("late.pdf")
             .await
-            .filter(|i| i.status == Status::Labeled)
+            .filter(|i| i.status() == Status::Labeled)
     })
     .await;
     let run = worker.stop().await;

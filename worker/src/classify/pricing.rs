@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn known_ids_with_any_prefix_have_prices() {
-        let haiku = price_for(crate::config::DEFAULT_MODEL_ID).unwrap();
+        let haiku = price_for(crate::classify::bedrock::DEFAULT_MODEL_ID).unwrap();
         assert_eq!(
             haiku,
             Price {

@@ -32,7 +32,7 @@ impl Clients {
 }
 
 /// A Bedrock Runtime client that makes one attempt per call, with a timeout:
-/// retries and pacing are the pool's own ([`crate::gate::ModelGate`]), so a
+/// retries and pacing are the pool's own ([`crate::classify::gate::ModelGate`]), so a
 /// throttle slows every task at once.
 pub fn bedrock_client(
     config: &SdkConfig,

@@ -1,15 +1,15 @@
-//! `docsort-worker classify`: local files through the same extraction and
-//! classifier as the pool, with a report.
+//! Local files through the same extraction and classifier as the pool: the
+//! folder walk, one record per file, the run's summary and the result file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use docsort_schema::{FailureReason, LabelRecord, Source};
+use docsort_schema::{FailureReason, LabelRecord, Outcome, Source};
 use serde::Serialize;
 
 use crate::classify::{Classifier, ClassifyError};
-use crate::extract::{extract_bounded, Isolation};
+use crate::extract::{extract_bounded, Limits};
 
 /// One classified file: its path and the label record the pool would write.
 #[derive(Debug, Clone, Serialize)]
@@ -58,50 +58,46 @@ pub fn collect_pdfs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 pub async fn classify_file(
     path: &Path,
     classifier: &Classifier,
-    isolation: &Isolation,
-    extract_timeout: Duration,
+    limits: &Limits,
 ) -> Result<FileResult, ClassifyError> {
     let started = Instant::now();
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let mut record = LabelRecord::new(
-        format!("file://{}", absolute.display()),
-        String::new(),
-        path.display().to_string(),
-        classifier.prompt_version().to_owned(),
-        Source::Manual,
-    );
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            record.failure = Some(FailureReason::NotFound);
-            record.detail = Some(format!("Cannot read the file: {e}."));
-            return Ok(FileResult {
-                path: path.to_owned(),
-                record,
-                elapsed: started.elapsed(),
-            });
+    let record = |outcome| {
+        LabelRecord::new(
+            format!("file://{}", absolute.display()),
+            String::new(),
+            path.display().to_string(),
+            classifier.prompt_version().to_owned(),
+            Source::Manual,
+            outcome,
+        )
+    };
+    let record = match std::fs::read(path) {
+        Err(e) => record(Outcome::failed(
+            FailureReason::NotFound,
+            format!("Cannot read the file: {e}."),
+        )),
+        Ok(bytes) => {
+            let size = bytes.len() as u64;
+            let (extracted, _) = extract_bounded(limits, bytes, classifier.max_text_chars()).await;
+            let mut record = match extracted {
+                Err(e) => {
+                    let mut r = record(Outcome::failed(e.reason(), e.detail()));
+                    r.pages = e.pages();
+                    r
+                }
+                Ok(x) => {
+                    let answer = classifier.classify(&x.text).await?;
+                    let mut r = record(answer.outcome());
+                    r.attempts = 1;
+                    classifier.fill_usage(&mut r, &x, &answer);
+                    r
+                }
+            };
+            record.size_bytes = Some(size);
+            record
         }
     };
-    record.size_bytes = Some(bytes.len() as u64);
-    let (extracted, _) = extract_bounded(
-        isolation,
-        bytes,
-        classifier.max_text_chars(),
-        extract_timeout,
-    )
-    .await;
-    match extracted {
-        Err(e) => {
-            record.failure = Some(e.reason());
-            record.detail = Some(e.detail());
-            record.pages = e.pages();
-        }
-        Ok(x) => {
-            let answer = classifier.classify(&x.text).await?;
-            record.attempts = 1;
-            classifier.fill_record(&mut record, &x, answer);
-        }
-    }
     Ok(FileResult {
         path: path.to_owned(),
         record,
@@ -129,10 +125,11 @@ impl BatchSummary {
     pub fn add(&mut self, r: &FileResult) {
         self.documents += 1;
         self.times.push(r.elapsed);
-        match (&r.record.label, &r.record.failure) {
-            (Some(label), _) => *self.labels.entry(label.clone()).or_default() += 1,
-            (None, Some(f)) => *self.failures.entry(f.to_string()).or_default() += 1,
-            (None, None) => {}
+        match &r.record.outcome {
+            Outcome::Labeled { label } => *self.labels.entry(label.clone()).or_default() += 1,
+            Outcome::Failed { failure, .. } => {
+                *self.failures.entry(failure.to_string()).or_default() += 1
+            }
         }
     }
 }
@@ -240,16 +237,16 @@ impl OutputFile {
             }
             OutputFile::Csv(w) => {
                 let rec = &r.record;
+                let (label, failure, detail) = match &rec.outcome {
+                    Outcome::Labeled { label } => (label.as_str(), "", ""),
+                    Outcome::Failed { failure, detail } => ("", failure.as_str(), detail.as_str()),
+                };
                 w.serialize(CsvRow {
                     path: r.path.display().to_string(),
-                    status: rec.status.as_str(),
-                    label: rec.label.as_deref().unwrap_or(""),
-                    failure: rec
-                        .failure
-                        .as_ref()
-                        .map(|f| f.to_string())
-                        .unwrap_or_default(),
-                    detail: rec.detail.as_deref().unwrap_or(""),
+                    status: rec.status().as_str(),
+                    label,
+                    failure,
+                    detail,
                     pages: rec.pages,
                     text_chars: rec.text_chars,
                     model_id: rec.model_id.as_deref().unwrap_or(""),
@@ -284,7 +281,7 @@ struct CsvRow<'a> {
     path: String,
     status: &'a str,
     label: &'a str,
-    failure: String,
+    failure: &'a str,
     detail: &'a str,
     pages: Option<u32>,
     text_chars: Option<u64>,

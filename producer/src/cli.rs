@@ -1,4 +1,4 @@
-//! Command-line and environment configuration. Every flag has a `DOCSORT_*` variable.
+//! The command line: every flag, each also a `DOCSORT_*` variable.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

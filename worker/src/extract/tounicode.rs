@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use lopdf::Object;
 
-use crate::pdflex::Ops;
+use super::lexer::Ops;
 
 /// A range this long or longer is hostile input, not a font.
 const MAX_RANGE: u32 = 0x1_0000;

@@ -1,12 +1,17 @@
-//! Command-line and environment configuration. Every flag has a `DOCSORT_*` variable.
+//! The command line: every flag, each also a `DOCSORT_*` variable, and how
+//! each command's flags become the library's settings structs.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// The default model: the Claude Haiku 4.5 cross-region inference profile.
-pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+use docsort_schema::retry::Backoff;
+use docsort_worker::classify::bedrock::{BedrockSettings, DEFAULT_MODEL_ID};
+use docsort_worker::classify::gate::GateConfig;
+use docsort_worker::classify::local::{self, LocalSettings, Reading};
+use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
+use docsort_worker::extract::{Isolation, Limits};
+use docsort_worker::pipeline::RunSettings;
 
 /// docsort worker: sorts PDFs from S3 into categories with a cheap Bedrock model
 /// and writes one label per document to DynamoDB.
@@ -28,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pool: receive jobs from the queue until SIGTERM or ctrl-c.
-    Run(RunConfig),
+    Run(RunArgs),
     /// Extract text from local PDF files and print it with the outcome (for debugging a label).
     Extract(ExtractArgs),
     /// Classify local PDF files and folders (recursively) and print a table of labels.
@@ -58,7 +63,7 @@ pub enum LogFormat {
 
 /// Which classifier answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClassifierKind {
+pub enum ClassifierArg {
     /// Amazon Bedrock Converse with `--model-id`.
     Bedrock,
     /// The embedded model in `--local-model-dir` (no network, no cost).
@@ -67,10 +72,10 @@ pub enum ClassifierKind {
 
 /// How documents are classified; shared by every command that classifies.
 #[derive(Debug, Clone, Args)]
-pub struct ClassifierConfig {
+pub struct ClassifierArgs {
     /// Which classifier answers [default: bedrock for `run`, local for `classify` and `eval`].
     #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum)]
-    pub classifier: Option<ClassifierKind>,
+    pub classifier: Option<ClassifierArg>,
     /// Document tokens the local model reads (fewer: faster, less accurate).
     #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_doc_tokens: u32,
@@ -117,10 +122,41 @@ pub struct ClassifierConfig {
     pub model_max_tpm: Option<u64>,
 }
 
-impl ClassifierConfig {
-    /// The per-attempt model call timeout.
-    pub fn model_timeout(&self) -> Duration {
-        Duration::from_secs(self.model_timeout_secs)
+impl ClassifierArgs {
+    /// The settings these flags ask for; `default` when no classifier is named.
+    pub fn settings(&self, default: ClassifierKind) -> ClassifierSettings {
+        let kind = match self.classifier {
+            Some(ClassifierArg::Bedrock) => ClassifierKind::Bedrock,
+            Some(ClassifierArg::Local) => ClassifierKind::Local,
+            None => default,
+        };
+        ClassifierSettings {
+            kind,
+            taxonomy: self.taxonomy.clone(),
+            max_text_chars: self.max_text_chars as usize,
+            bedrock: BedrockSettings {
+                model_id: self.model_id.clone(),
+                max_tokens: self.max_tokens,
+                attempt_timeout: Duration::from_secs(self.model_timeout_secs),
+                retry: Backoff::default().with_attempts(self.model_attempts),
+                gate: GateConfig {
+                    max_rps: self.model_max_rps,
+                    min_rps: self.model_min_rps,
+                    max_tpm: self.model_max_tpm,
+                },
+            },
+            local: LocalSettings {
+                model_dir: self
+                    .local_model_dir
+                    .clone()
+                    .unwrap_or_else(local::default_model_dir),
+                reading: Reading {
+                    doc_tokens: self.local_doc_tokens as usize,
+                    first_tokens: self.local_first_tokens.min(self.local_doc_tokens) as usize,
+                    confidence: self.local_confidence,
+                },
+            },
+        }
     }
 }
 
@@ -156,30 +192,41 @@ pub enum IsolationKind {
 }
 
 impl DocumentLimits {
-    /// The isolation these limits ask for.
-    pub fn isolation(&self) -> std::io::Result<crate::extract::Isolation> {
-        Ok(match self.extract_isolation {
-            IsolationKind::InProcess => crate::extract::Isolation::InProcess,
-            IsolationKind::Process => crate::extract::Isolation::Process {
+    /// Extraction's bounds; the child process is this executable unless
+    /// `--extractor-exe` names another.
+    pub fn extract_limits(&self) -> anyhow::Result<Limits> {
+        use anyhow::Context;
+        let isolation = match self.extract_isolation {
+            IsolationKind::InProcess => Isolation::InProcess,
+            IsolationKind::Process => Isolation::Process {
                 exe: match &self.extractor_exe {
                     Some(exe) => exe.clone(),
-                    None => std::env::current_exe()?,
+                    None => std::env::current_exe()
+                        .context("cannot find the extractor executable (this docsort-worker)")?,
                 },
                 memory_mib: self.extract_memory_mib,
             },
+        };
+        Ok(Limits {
+            timeout: Duration::from_secs(self.extract_timeout_secs),
+            isolation,
         })
     }
 }
 
 /// `docsort-worker run`.
 #[derive(Debug, Clone, Args)]
-pub struct RunConfig {
+pub struct RunArgs {
     /// URL of the SQS work queue.
     #[arg(long, env = "DOCSORT_QUEUE_URL")]
     pub queue_url: String,
-    /// Name of the DynamoDB labels table.
+    /// Name of the DynamoDB labels table (one item per document; downstream apps read it).
     #[arg(long, env = "DOCSORT_TABLE")]
     pub table: String,
+    /// Name of the DynamoDB state table (partition key `pk`, TTL `expires_at`):
+    /// the workers' leases. The template creates it.
+    #[arg(long, env = "DOCSORT_STATE_TABLE")]
+    pub state_table: String,
     /// Documents processed at once by this process.
     #[arg(long, env = "DOCSORT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
@@ -201,10 +248,29 @@ pub struct RunConfig {
     pub metrics_namespace: Option<String>,
     /// Classification settings.
     #[command(flatten)]
-    pub classifier: ClassifierConfig,
+    pub classifier: ClassifierArgs,
     /// Per-document limits.
     #[command(flatten)]
     pub limits: DocumentLimits,
+}
+
+impl RunArgs {
+    /// The pool's settings (Bedrock unless `--classifier local`).
+    pub fn settings(&self) -> anyhow::Result<RunSettings> {
+        Ok(RunSettings {
+            queue_url: self.queue_url.clone(),
+            table: self.table.clone(),
+            state_table: self.state_table.clone(),
+            concurrency: self.concurrency as usize,
+            wait_time_secs: self.wait_time_secs,
+            visibility_timeout_secs: self.visibility_timeout_secs,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            metrics_namespace: self.metrics_namespace.clone(),
+            max_object_bytes: self.limits.max_object_bytes,
+            extract: self.limits.extract_limits()?,
+            classifier: self.classifier.settings(ClassifierKind::Bedrock),
+        })
+    }
 }
 
 /// `docsort-worker extract`.
@@ -216,6 +282,48 @@ pub struct ExtractArgs {
     /// Characters to extract per document (0 = the whole document).
     #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 0)]
     pub max_text_chars: u32,
+}
+
+/// `docsort-worker classify`.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifyArgs {
+    /// PDF files, or folders searched recursively for *.pdf.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Also write the results to this file: `.jsonl` (one label record per document,
+    /// plus `path`) or `.csv`.
+    #[arg(long, env = "DOCSORT_OUT")]
+    pub out: Option<PathBuf>,
+    /// Classification settings.
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+    /// Per-document limits.
+    #[command(flatten)]
+    pub limits: DocumentLimits,
+}
+
+/// `docsort-worker eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Labeled JSONL file: one {"id", "label", "text"} object per line.
+    pub dataset: PathBuf,
+    /// Classification settings.
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+}
+
+/// `docsort-worker samples`.
+#[derive(Debug, Clone, Args)]
+pub struct SamplesArgs {
+    /// Folder to write the sample PDFs into (created if missing).
+    pub dir: PathBuf,
+}
+
+fn confidence(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
 }
 
 #[cfg(test)]
@@ -246,47 +354,5 @@ mod tests {
             cmd.get_subcommands().for_each(check);
         }
         check(&super::Cli::command());
-    }
-}
-
-/// `docsort-worker classify`.
-#[derive(Debug, Clone, Args)]
-pub struct ClassifyArgs {
-    /// PDF files, or folders searched recursively for *.pdf.
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Also write the results to this file: `.jsonl` (one label record per document,
-    /// plus `path`) or `.csv`.
-    #[arg(long, env = "DOCSORT_OUT")]
-    pub out: Option<PathBuf>,
-    /// Classification settings.
-    #[command(flatten)]
-    pub classifier: ClassifierConfig,
-    /// Per-document limits.
-    #[command(flatten)]
-    pub limits: DocumentLimits,
-}
-
-/// `docsort-worker eval`.
-#[derive(Debug, Clone, Args)]
-pub struct EvalArgs {
-    /// Labeled JSONL file: one {"id", "label", "text"} object per line.
-    pub dataset: PathBuf,
-    /// Classification settings.
-    #[command(flatten)]
-    pub classifier: ClassifierConfig,
-}
-
-/// `docsort-worker samples`.
-#[derive(Debug, Clone, Args)]
-pub struct SamplesArgs {
-    /// Folder to write the sample PDFs into (created if missing).
-    pub dir: PathBuf,
-}
-
-fn confidence(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
     }
 }

@@ -1,4 +1,5 @@
-//! `docsort-worker eval`: a classifier's accuracy on a labeled JSONL set.
+//! A classifier's accuracy on a labeled JSONL set: per-category precision and
+//! recall, the confusion matrix and time per document.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::batch::median;
+use super::files::median;
 use crate::classify::{Classifier, ClassifyError};
 
 /// One labeled text.
@@ -100,17 +101,7 @@ pub async fn evaluate(
     mut progress: impl FnMut(),
 ) -> Result<EvalReport, EvalError> {
     let mut report = EvalReport::default();
-    let taxonomy_labels: Vec<String> = match classifier {
-        Classifier::Bedrock(c) => c
-            .prompt()
-            .taxonomy()
-            .categories()
-            .iter()
-            .map(|c| c.name.clone())
-            .collect(),
-        Classifier::Local(c) => c.labels(),
-    };
-    report.labels = taxonomy_labels;
+    report.labels = classifier.labels();
     for ex in examples {
         let started = Instant::now();
         let out = classifier.classify(&ex.text).await?;

@@ -26,7 +26,7 @@ use candle_transformers::utils::{build_additive_causal_mask, repeat_kv};
 use memmap2::Mmap;
 
 /// A GGUF file mapped read-only, with its parsed header.
-pub(crate) struct Weights {
+pub(super) struct Weights {
     pub(crate) content: gguf_file::Content,
     map: Arc<Mmap>,
 }
@@ -273,7 +273,7 @@ struct Layer {
 /// Keys and values of the positions evaluated so far, per layer. Cloning is
 /// cheap (tensors are shared), so a cache can be kept and continued twice.
 #[derive(Clone, Default)]
-pub(crate) struct Cache {
+pub(super) struct Cache {
     kv: Vec<(Tensor, Tensor)>,
     len: usize,
 }
@@ -292,7 +292,7 @@ impl Cache {
     }
 }
 
-pub(crate) struct Qwen2 {
+pub(super) struct Qwen2 {
     embeddings: Rows,
     layers: Vec<Layer>,
     norm: RmsNorm,

@@ -1,0 +1,97 @@
+//! The producer's commands: flags in, library calls, a summary out.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context};
+use docsort_producer::backfill::backfill as list_and_send;
+use docsort_producer::enqueue::parse_uri;
+use docsort_producer::{EnqueueSummary, Sender};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{BackfillArgs, EnqueueArgs, QueueArgs};
+
+fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> Sender {
+    Sender::new(
+        aws_sdk_sqs::Client::new(sdk),
+        queue.queue_url.clone(),
+        queue.send_concurrency as usize,
+    )
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {pos}/{len} jobs {wide_bar} {per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn finish(summary: EnqueueSummary, what: &str) -> anyhow::Result<()> {
+    println!("{what}: {summary}");
+    if summary.failed > 0 {
+        bail!("{} job(s) could not be enqueued; see the log above and run again (enqueuing twice is harmless)", summary.failed);
+    }
+    Ok(())
+}
+
+pub async fn backfill(sdk: &aws_config::SdkConfig, args: BackfillArgs) -> anyhow::Result<()> {
+    let s3 = s3_client(sdk);
+    let sender = (!args.dry_run).then(|| sender(sdk, &args.queue));
+    let bar = progress(0);
+    let summary = list_and_send(&s3, &args.bucket, &args.prefix, sender.as_ref(), &bar)
+        .await
+        .with_context(|| format!("backfill of s3://{}/{} stopped", args.bucket, args.prefix))?;
+    bar.finish_and_clear();
+    finish(
+        summary,
+        if args.dry_run {
+            "backfill (dry run, nothing sent)"
+        } else {
+            "backfill"
+        },
+    )
+}
+
+pub async fn enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::Result<()> {
+    let mut uris = args.uris.clone();
+    if uris.is_empty() || uris == ["-"] {
+        uris = std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<_>, _>>()
+            .context("cannot read URIs from standard input")?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+    }
+    let jobs = uris
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            parse_uri(u).with_context(|| format!("URI #{} (expected s3://bucket/key)", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bar = progress(jobs.len() as u64);
+    let listed = jobs.len() as u64;
+    let mut summary = sender(sdk, &args.queue).send_all(jobs, &bar).await;
+    bar.finish_and_clear();
+    summary.listed = listed;
+    finish(summary, "enqueue")
+}
+
+/// Path-style addressing for custom endpoints (local stand-ins, S3-compatible stores).
+fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let custom_endpoint =
+        sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(custom_endpoint)
+            .build(),
+    )
+}

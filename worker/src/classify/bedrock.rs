@@ -1,0 +1,360 @@
+//! Asks a Bedrock model (Converse API) for one category.
+//!
+//! Temperature 0 only (some newer models reject `temperature` with `top_p`), a
+//! tiny `maxTokens`, the taxonomy in the system prompt and the document's first
+//! characters in the user turn. An answer outside the taxonomy gets one re-ask;
+//! a second bad answer is `unparseable_answer`. Every attempt passes the
+//! pool-wide [`ModelGate`]; failed attempts are retried by docsort's one
+//! [`Backoff`] policy when their [`ModelErrorKind`] says another may succeed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::operation::converse::{
+    ConverseError, ConverseOutput as ConverseResponse,
+};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
+    SystemContentBlock,
+};
+use docsort_schema::retry::{Backoff, Retryable};
+use docsort_schema::{AnswerError, Prompt};
+
+use super::gate::{GateConfig, ModelGate};
+use super::pricing::Price;
+use super::{Classification, ClassifyError};
+use crate::events::{Event, Metrics};
+
+/// The default model: the Claude Haiku 4.5 cross-region inference profile.
+pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+
+/// Settings of a [`BedrockClassifier`].
+#[derive(Debug, Clone)]
+pub struct BedrockSettings {
+    /// Model or inference profile id.
+    pub model_id: String,
+    /// Output token cap per call (the answer is one word).
+    pub max_tokens: i32,
+    /// Time one call attempt may take (set on the client, see
+    /// [`crate::pipeline::aws::bedrock_client`]).
+    pub attempt_timeout: Duration,
+    /// Attempts and delays on throttling, timeouts and 5xx; after the last,
+    /// the message is left for redelivery.
+    pub retry: Backoff,
+    /// The pool-wide request rate limits.
+    pub gate: GateConfig,
+}
+
+impl BedrockSettings {
+    /// Settings for `model_id` with docsort's defaults.
+    pub fn new(model_id: impl Into<String>) -> Self {
+        BedrockSettings {
+            model_id: model_id.into(),
+            max_tokens: 8,
+            attempt_timeout: Duration::from_secs(30),
+            retry: Backoff::default(),
+            gate: GateConfig::default(),
+        }
+    }
+}
+
+/// Why a Converse call failed, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelErrorKind {
+    /// `ThrottlingException`: slow the whole pool down, then retry.
+    Throttled,
+    /// A 5xx or a model that is busy, not ready or timed out on the service's side.
+    Unavailable,
+    /// The attempt took longer than its timeout.
+    Timeout,
+    /// The request could not be sent or its response not read (connection trouble).
+    Transport,
+    /// The service refused the request (validation, access denied, unknown
+    /// model, quota): a configuration problem that no retry fixes.
+    Refused,
+}
+
+impl ModelErrorKind {
+    /// The kind of a Converse SDK error.
+    pub fn of(error: &SdkError<ConverseError>) -> Self {
+        match error {
+            SdkError::ServiceError(se) => match se.err() {
+                ConverseError::ThrottlingException(_) => ModelErrorKind::Throttled,
+                ConverseError::ServiceUnavailableException(_)
+                | ConverseError::InternalServerException(_)
+                | ConverseError::ModelTimeoutException(_)
+                | ConverseError::ModelNotReadyException(_)
+                | ConverseError::ModelErrorException(_) => ModelErrorKind::Unavailable,
+                _ if se.raw().status().is_server_error() => ModelErrorKind::Unavailable,
+                _ => ModelErrorKind::Refused,
+            },
+            SdkError::TimeoutError(_) => ModelErrorKind::Timeout,
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ModelErrorKind::Transport,
+            _ => ModelErrorKind::Refused,
+        }
+    }
+}
+
+impl Retryable for ModelErrorKind {
+    fn is_retryable(&self) -> bool {
+        !matches!(self, ModelErrorKind::Refused)
+    }
+}
+
+/// A Bedrock classifier: one client, one model, one prompt, shared by the pool.
+///
+/// The client must not retry by itself (see [`crate::pipeline::aws::bedrock_client`]):
+/// every attempt goes through the pool's [`ModelGate`], with retries here.
+#[derive(Debug, Clone)]
+pub struct BedrockClassifier {
+    client: aws_sdk_bedrockruntime::Client,
+    settings: BedrockSettings,
+    prompt: Arc<Prompt>,
+    max_text_chars: usize,
+    version: String,
+    gate: Arc<ModelGate>,
+    metrics: Arc<Metrics>,
+    /// On-demand price of the model, when known.
+    price: Option<Price>,
+}
+
+impl BedrockClassifier {
+    /// A classifier asking `prompt` of `settings.model_id` about the first
+    /// `max_text_chars` characters, counting into `metrics`.
+    pub fn new(
+        client: aws_sdk_bedrockruntime::Client,
+        settings: BedrockSettings,
+        prompt: Arc<Prompt>,
+        max_text_chars: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let price = super::pricing::price_for(&settings.model_id);
+        if price.is_none() {
+            tracing::warn!(model_id = %settings.model_id, "no price known for this model: records will have no cost_usd");
+        }
+        let version = prompt.label_version(&settings.model_id, max_text_chars, b"");
+        BedrockClassifier {
+            client,
+            gate: Arc::new(ModelGate::new(settings.gate)),
+            settings,
+            prompt,
+            max_text_chars,
+            version,
+            metrics,
+            price,
+        }
+    }
+
+    /// The model id recorded with each label.
+    pub fn model_id(&self) -> &str {
+        &self.settings.model_id
+    }
+
+    /// The label version recorded with each label.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Characters of document text sent to the model.
+    pub fn max_text_chars(&self) -> usize {
+        self.max_text_chars
+    }
+
+    /// The prompt.
+    pub fn prompt(&self) -> &Prompt {
+        &self.prompt
+    }
+
+    /// The model's on-demand price, when known.
+    pub fn price(&self) -> Option<Price> {
+        self.price
+    }
+
+    /// Classifies one document's text.
+    pub async fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
+        let mut messages = vec![user(self.prompt.user_message(text, self.max_text_chars))?];
+        let mut result = Classification {
+            label: Err(AnswerError::Empty),
+            input_tokens: 0,
+            output_tokens: 0,
+            calls: 0,
+        };
+        for _ in 0..2 {
+            let response = self.converse_with_retries(&messages).await?;
+            result.calls += 1;
+            if let Some(usage) = response.usage() {
+                result.input_tokens += u64::try_from(usage.input_tokens()).unwrap_or(0);
+                result.output_tokens += u64::try_from(usage.output_tokens()).unwrap_or(0);
+            }
+            let answer = answer_text(&response);
+            result.label = self.prompt.parse_answer(&answer).map(|c| c.name.clone());
+            if result.label.is_ok() {
+                break;
+            }
+            tracing::debug!(answer = %answer, "answer is not a category; asking again");
+            messages.push(
+                Message::builder()
+                    .role(ConversationRole::Assistant)
+                    .content(ContentBlock::Text(answer))
+                    .build()?,
+            );
+            messages.push(user(self.prompt.reask())?);
+        }
+        Ok(result)
+    }
+
+    async fn converse_with_retries(
+        &self,
+        messages: &[Message],
+    ) -> Result<ConverseResponse, ClassifyError> {
+        let retry = self.settings.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.gate.acquire().await;
+            self.metrics.emit(Event::ModelRequest);
+            let error = match self.converse(messages).await {
+                Ok(response) => {
+                    let tokens = response
+                        .usage()
+                        .map_or(0, |u| u.total_tokens().max(0) as u64);
+                    self.gate.on_success(tokens);
+                    return Ok(response);
+                }
+                Err(e) => e,
+            };
+            let kind = ModelErrorKind::of(&error);
+            if kind == ModelErrorKind::Throttled {
+                self.gate.on_throttle();
+                self.metrics.emit(Event::Throttled {
+                    rate: self.gate.rate(),
+                });
+            }
+            if !kind.is_retryable() || !retry.retries_after(attempt) {
+                return Err(ClassifyError::Model {
+                    attempts: attempt,
+                    kind,
+                    source: Box::new(error),
+                });
+            }
+            let delay = retry.delay(attempt);
+            tracing::debug!(
+                ?kind,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "model call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn converse(
+        &self,
+        messages: &[Message],
+    ) -> Result<ConverseResponse, SdkError<ConverseError>> {
+        self.client
+            .converse()
+            .model_id(&self.settings.model_id)
+            .system(SystemContentBlock::Text(self.prompt.system().to_owned()))
+            .set_messages(Some(messages.to_vec()))
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .max_tokens(self.settings.max_tokens)
+                    .temperature(0.0)
+                    .build(),
+            )
+            .send()
+            .await
+    }
+}
+
+fn user(text: String) -> Result<Message, aws_sdk_bedrockruntime::error::BuildError> {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text))
+        .build()
+}
+
+fn answer_text(response: &ConverseResponse) -> String {
+    match response.output() {
+        Some(ConverseOutput::Message(m)) => m
+            .content()
+            .iter()
+            .filter_map(|b| b.as_text().ok())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+    use aws_sdk_bedrockruntime::types::error::{
+        AccessDeniedException, ModelTimeoutException, ServiceUnavailableException,
+        ThrottlingException, ValidationException,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(err: ConverseError, status: u16) -> SdkError<ConverseError> {
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn throttles_5xx_and_timeouts_are_retried_refusals_are_not() {
+        let cases = [
+            (
+                service_error(
+                    ConverseError::ThrottlingException(ThrottlingException::builder().build()),
+                    429,
+                ),
+                ModelErrorKind::Throttled,
+            ),
+            (
+                service_error(
+                    ConverseError::ServiceUnavailableException(
+                        ServiceUnavailableException::builder().build(),
+                    ),
+                    503,
+                ),
+                ModelErrorKind::Unavailable,
+            ),
+            (
+                service_error(
+                    ConverseError::ModelTimeoutException(ModelTimeoutException::builder().build()),
+                    408,
+                ),
+                ModelErrorKind::Unavailable,
+            ),
+            (
+                service_error(
+                    ConverseError::ValidationException(ValidationException::builder().build()),
+                    400,
+                ),
+                ModelErrorKind::Refused,
+            ),
+            (
+                service_error(
+                    ConverseError::AccessDeniedException(AccessDeniedException::builder().build()),
+                    403,
+                ),
+                ModelErrorKind::Refused,
+            ),
+            (
+                SdkError::timeout_error("attempt timed out"),
+                ModelErrorKind::Timeout,
+            ),
+        ];
+        for (error, want) in cases {
+            let kind = ModelErrorKind::of(&error);
+            assert_eq!(kind, want, "{error:?}");
+            assert_eq!(kind.is_retryable(), want != ModelErrorKind::Refused);
+        }
+    }
+}
