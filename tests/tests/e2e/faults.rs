@@ -233,8 +233,7 @@ async fn prompt_injection_cannot_leave_the_taxonomy() {
         ),
     ];
     for (key, lines) in &docs {
-        env.put(key, pdf(&lines.iter().map(|l| *l).collect::<Vec<_>>()))
-            .await;
+        env.put(key, pdf(lines)).await;
         env.send(&job(&env, key)).await;
     }
     let worker = env.start_worker().await;

@@ -39,7 +39,7 @@ pub async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let bar = progress(files.len(), "documents");
     let mut summary = BatchSummary::default();
     let started = Instant::now();
-    bar.suspend(|| println!("{:<24} {:>5}  {}", "LABEL", "PAGES", "FILE"));
+    bar.suspend(|| println!("{:<24} {:>5}  FILE", "LABEL", "PAGES"));
     for file in &files {
         let result = classify_file(file, &classifier, &limits)
             .await

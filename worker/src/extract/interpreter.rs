@@ -396,11 +396,9 @@ impl<'a> Interpreter<'a> {
                         }
                     }
                 }
-                "Do" => {
-                    if depth < MAX_FORM_DEPTH {
-                        if let Some(name) = a.first().and_then(|o| o.as_name().ok()) {
-                            self.form(resources, name, gs, depth);
-                        }
+                "Do" if depth < MAX_FORM_DEPTH => {
+                    if let Some(name) = a.first().and_then(|o| o.as_name().ok()) {
+                        self.form(resources, name, gs, depth);
                     }
                 }
                 _ => {}

@@ -100,8 +100,10 @@ pub async fn evaluate(
     examples: &[Example],
     mut progress: impl FnMut(),
 ) -> Result<EvalReport, EvalError> {
-    let mut report = EvalReport::default();
-    report.labels = classifier.labels();
+    let mut report = EvalReport {
+        labels: classifier.labels(),
+        ..EvalReport::default()
+    };
     for ex in examples {
         let started = Instant::now();
         let out = classifier.classify(&ex.text).await?;

@@ -182,7 +182,7 @@ pub enum OutputFile {
     /// One JSON object per document.
     Jsonl(std::io::BufWriter<std::fs::File>),
     /// A header row and one row per document.
-    Csv(csv::Writer<std::fs::File>),
+    Csv(Box<csv::Writer<std::fs::File>>),
 }
 
 /// Cannot write the output file.
@@ -217,9 +217,9 @@ impl OutputFile {
             Some("jsonl") => Ok(OutputFile::Jsonl(std::io::BufWriter::new(
                 std::fs::File::create(path).map_err(io)?,
             ))),
-            Some("csv") => Ok(OutputFile::Csv(csv::Writer::from_writer(
+            Some("csv") => Ok(OutputFile::Csv(Box::new(csv::Writer::from_writer(
                 std::fs::File::create(path).map_err(io)?,
-            ))),
+            )))),
             _ => Err(OutputError::Extension(path.to_owned())),
         }
     }

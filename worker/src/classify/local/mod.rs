@@ -50,14 +50,20 @@ pub enum LocalError {
     Format {
         path: PathBuf,
         #[source]
-        source: FormatError,
+        source: Box<FormatError>,
     },
     #[error("categories {a:?} and {b:?} start with the same token; the local model needs distinct first tokens (rename one)")]
     AmbiguousLabels { a: String, b: String },
     #[error("cannot tokenize the document")]
     Tokenize(#[source] tokenizers::Error),
     #[error("local inference failed")]
-    Inference(#[from] candle_core::Error),
+    Inference(#[source] Box<candle_core::Error>),
+}
+
+impl From<candle_core::Error> for LocalError {
+    fn from(e: candle_core::Error) -> Self {
+        LocalError::Inference(Box::new(e))
+    }
 }
 
 /// What is wrong with a model file.
@@ -102,7 +108,7 @@ impl Default for LocalSettings {
 fn format_err(path: &Path, source: impl Into<FormatError>) -> LocalError {
     LocalError::Format {
         path: path.to_owned(),
-        source: source.into(),
+        source: Box::new(source.into()),
     }
 }
 
@@ -298,9 +304,7 @@ impl LocalClassifier {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i)
-            .ok_or(LocalError::Inference(candle_core::Error::Msg(
-                "no categories".into(),
-            )))?;
+            .ok_or_else(|| LocalError::from(candle_core::Error::Msg("no categories".into())))?;
         Ok(Scored {
             label: self.prompt.taxonomy().categories()[best].name.clone(),
             tokens_evaluated: evaluated as u64,
