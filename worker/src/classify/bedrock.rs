@@ -21,9 +21,9 @@ use aws_sdk_bedrockruntime::types::{
 use docsort_schema::retry::{Backoff, Retryable};
 use docsort_schema::{AnswerError, Prompt};
 
+use super::answer::{Classification, ClassifyError, ModelErrorKind};
 use super::gate::{GateConfig, ModelGate};
 use super::pricing::Price;
-use super::{Classification, ClassifyError};
 use crate::events::{Event, Metrics};
 
 /// The default model: the Claude Haiku 4.5 cross-region inference profile.
@@ -56,49 +56,6 @@ impl BedrockSettings {
             retry: Backoff::default(),
             gate: GateConfig::default(),
         }
-    }
-}
-
-/// Why a Converse call failed, as far as retrying is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelErrorKind {
-    /// `ThrottlingException`: slow the whole pool down, then retry.
-    Throttled,
-    /// A 5xx or a model that is busy, not ready or timed out on the service's side.
-    Unavailable,
-    /// The attempt took longer than its timeout.
-    Timeout,
-    /// The request could not be sent or its response not read (connection trouble).
-    Transport,
-    /// The service refused the request (validation, access denied, unknown
-    /// model, quota): a configuration problem that no retry fixes.
-    Refused,
-}
-
-impl ModelErrorKind {
-    /// The kind of a Converse SDK error.
-    pub fn of(error: &SdkError<ConverseError>) -> Self {
-        match error {
-            SdkError::ServiceError(se) => match se.err() {
-                ConverseError::ThrottlingException(_) => ModelErrorKind::Throttled,
-                ConverseError::ServiceUnavailableException(_)
-                | ConverseError::InternalServerException(_)
-                | ConverseError::ModelTimeoutException(_)
-                | ConverseError::ModelNotReadyException(_)
-                | ConverseError::ModelErrorException(_) => ModelErrorKind::Unavailable,
-                _ if se.raw().status().is_server_error() => ModelErrorKind::Unavailable,
-                _ => ModelErrorKind::Refused,
-            },
-            SdkError::TimeoutError(_) => ModelErrorKind::Timeout,
-            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ModelErrorKind::Transport,
-            _ => ModelErrorKind::Refused,
-        }
-    }
-}
-
-impl Retryable for ModelErrorKind {
-    fn is_retryable(&self) -> bool {
-        !matches!(self, ModelErrorKind::Refused)
     }
 }
 
@@ -286,75 +243,5 @@ fn answer_text(response: &ConverseResponse) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_bedrockruntime::operation::converse::ConverseError;
-    use aws_sdk_bedrockruntime::types::error::{
-        AccessDeniedException, ModelTimeoutException, ServiceUnavailableException,
-        ThrottlingException, ValidationException,
-    };
-    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-
-    fn service_error(err: ConverseError, status: u16) -> SdkError<ConverseError> {
-        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
-        SdkError::service_error(err, raw)
-    }
-
-    #[test]
-    fn throttles_5xx_and_timeouts_are_retried_refusals_are_not() {
-        let cases = [
-            (
-                service_error(
-                    ConverseError::ThrottlingException(ThrottlingException::builder().build()),
-                    429,
-                ),
-                ModelErrorKind::Throttled,
-            ),
-            (
-                service_error(
-                    ConverseError::ServiceUnavailableException(
-                        ServiceUnavailableException::builder().build(),
-                    ),
-                    503,
-                ),
-                ModelErrorKind::Unavailable,
-            ),
-            (
-                service_error(
-                    ConverseError::ModelTimeoutException(ModelTimeoutException::builder().build()),
-                    408,
-                ),
-                ModelErrorKind::Unavailable,
-            ),
-            (
-                service_error(
-                    ConverseError::ValidationException(ValidationException::builder().build()),
-                    400,
-                ),
-                ModelErrorKind::Refused,
-            ),
-            (
-                service_error(
-                    ConverseError::AccessDeniedException(AccessDeniedException::builder().build()),
-                    403,
-                ),
-                ModelErrorKind::Refused,
-            ),
-            (
-                SdkError::timeout_error("attempt timed out"),
-                ModelErrorKind::Timeout,
-            ),
-        ];
-        for (error, want) in cases {
-            let kind = ModelErrorKind::of(&error);
-            assert_eq!(kind, want, "{error:?}");
-            assert_eq!(kind.is_retryable(), want != ModelErrorKind::Refused);
-        }
     }
 }

@@ -6,6 +6,7 @@
 //! touch queues, tables or S3: the pipeline and the offline commands call it
 //! with text and write what it answers.
 
+mod answer;
 pub mod bedrock;
 pub mod gate;
 pub mod local;
@@ -14,72 +15,13 @@ pub mod pricing;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_sdk_bedrockruntime::error::SdkError;
-use aws_sdk_bedrockruntime::operation::converse::ConverseError;
-use docsort_schema::retry::Retryable;
-use docsort_schema::{AnswerError, FailureReason, LabelRecord, Outcome, Prompt, Taxonomy};
+use docsort_schema::{LabelRecord, Prompt, Taxonomy};
 
 use crate::events::Metrics;
 use crate::extract::Extracted;
-use bedrock::{BedrockClassifier, BedrockSettings, ModelErrorKind};
+pub use answer::{Classification, ClassifyError, ModelErrorKind};
+use bedrock::{BedrockClassifier, BedrockSettings};
 use local::{LocalClassifier, LocalError, LocalSettings};
-
-/// What the model said about one document.
-#[derive(Debug, Clone)]
-pub struct Classification {
-    /// The category, or why the last answer was not one.
-    pub label: Result<String, AnswerError>,
-    /// Input tokens over all calls.
-    pub input_tokens: u64,
-    /// Output tokens over all calls.
-    pub output_tokens: u64,
-    /// Model calls made (1, or 2 after a re-ask).
-    pub calls: u32,
-}
-
-impl Classification {
-    /// The record's outcome: the label, or `failed/unparseable_answer`.
-    pub fn outcome(&self) -> Outcome {
-        match &self.label {
-            Ok(label) => Outcome::Labeled {
-                label: label.clone(),
-            },
-            Err(e) => Outcome::failed(
-                FailureReason::UnparseableAnswer,
-                format!("The model's answer after one re-ask was not a category: {e}."),
-            ),
-        }
-    }
-}
-
-/// The model could not be asked. Never recorded as `failed`: the message stays
-/// on the queue for redelivery.
-#[derive(Debug, thiserror::Error)]
-pub enum ClassifyError {
-    #[error("Bedrock Converse failed ({kind:?}) after {attempts} attempt(s)")]
-    Model {
-        /// Attempts made.
-        attempts: u32,
-        /// What kind of failure the last attempt was.
-        kind: ModelErrorKind,
-        #[source]
-        source: Box<SdkError<ConverseError>>,
-    },
-    #[error("Bedrock Converse request could not be built")]
-    Build(#[from] aws_sdk_bedrockruntime::error::BuildError),
-    #[error("the local model failed")]
-    Local(#[from] LocalError),
-    #[error("the local model's thread crashed")]
-    Crashed(#[source] tokio::task::JoinError),
-}
-
-impl Retryable for ClassifyError {
-    /// Throttling, timeouts and 5xx may pass; a refused call (unknown model,
-    /// access denied, invalid request) or a broken local model will not.
-    fn is_retryable(&self) -> bool {
-        matches!(self, ClassifyError::Model { kind, .. } if kind.is_retryable())
-    }
-}
 
 /// Which classifier answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

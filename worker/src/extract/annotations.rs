@@ -3,8 +3,7 @@
 
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
-use super::fonts::*;
-use super::interpreter::*;
+use super::objects::*;
 
 /// A page's visible annotation, as a viewer draws it.
 pub(super) struct Annotation {

@@ -4,9 +4,8 @@
 
 use lopdf::{Dictionary, Document, Object};
 
-use super::fonts::*;
-use super::interpreter::*;
 use super::lexer::Ops;
+use super::objects::*;
 
 /// A predefined CMap whose codes are a legacy CJK encoding or UTF-16.
 #[derive(Clone, Copy)]
@@ -192,21 +191,6 @@ pub(super) fn simple_table(doc: &Document, font: &Dictionary) -> SimpleTable {
         }
     }
     table
-}
-
-/// A stream's decoded content within the size cap, or its bytes as they are
-/// when it has no filter (lopdf reports those as undecodable).
-pub(super) fn stream_bytes(stream: &lopdf::Stream) -> Option<Vec<u8>> {
-    stream
-        .decompressed_content_with_limit(MAX_STREAM_BYTES)
-        .ok()
-        .or_else(|| {
-            stream
-                .dict
-                .get(b"Filter")
-                .is_err()
-                .then(|| stream.content.clone())
-        })
 }
 
 /// The embedded font program under `key` (`FontFile`, `FontFile2`, `FontFile3`)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use lopdf::{Dictionary, Document, Encoding, Object};
 
 use super::encodings::*;
-use super::interpreter::*;
+use super::objects::*;
 use super::tounicode::ToUnicode;
 
 /// Glyph advance widths of a font, in thousandths of text space.
@@ -107,23 +107,6 @@ impl Font<'_> {
                 out.truncate(start);
             }
         }
-    }
-}
-
-pub(super) fn dict<'a>(doc: &'a Document, o: &'a Object) -> Option<&'a Dictionary> {
-    match o {
-        Object::Dictionary(d) => Some(d),
-        Object::Reference(id) => doc.get_dictionary(*id).ok(),
-        Object::Stream(s) => Some(&s.dict),
-        _ => None,
-    }
-}
-
-pub(super) fn array<'a>(doc: &'a Document, o: &'a Object) -> Option<&'a Vec<Object>> {
-    match o {
-        Object::Array(a) => Some(a),
-        Object::Reference(id) => doc.get_object(*id).ok().and_then(|o| o.as_array().ok()),
-        _ => None,
     }
 }
 

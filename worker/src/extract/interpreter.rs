@@ -16,48 +16,10 @@ use std::rc::Rc;
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
 use super::annotations::*;
-use super::encodings::*;
 use super::fonts::*;
 use super::layout::*;
 use super::lexer::Ops;
-
-pub(super) type Matrix = [f32; 6];
-pub(super) const IDENTITY: Matrix = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-/// Form XObjects nested deeper than this are skipped.
-pub(super) const MAX_FORM_DEPTH: usize = 12;
-/// Decompressed content per stream, at most.
-pub(super) const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
-
-/// `a × b` (PDF row-vector convention: apply `a`, then `b`).
-pub(super) fn mul(a: &Matrix, b: &Matrix) -> Matrix {
-    [
-        a[0] * b[0] + a[1] * b[2],
-        a[0] * b[1] + a[1] * b[3],
-        a[2] * b[0] + a[3] * b[2],
-        a[2] * b[1] + a[3] * b[3],
-        a[4] * b[0] + a[5] * b[2] + b[4],
-        a[4] * b[1] + a[5] * b[3] + b[5],
-    ]
-}
-
-pub(super) fn num(o: &Object) -> Option<f32> {
-    match o {
-        Object::Integer(i) => Some(*i as f32),
-        Object::Real(r) => Some(*r),
-        _ => None,
-    }
-}
-
-pub(super) fn nums<const N: usize>(ops: &[Object]) -> Option<[f32; N]> {
-    if ops.len() < N {
-        return None;
-    }
-    let mut out = [0.0; N];
-    for (i, o) in ops[ops.len() - N..].iter().enumerate() {
-        out[i] = num(o)?;
-    }
-    Some(out)
-}
+use super::objects::*;
 
 #[derive(Clone)]
 pub(super) struct GraphicsState<'a> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{extract, ExtractError, Extracted};
+use super::document::{extract, ExtractError, Extracted};
 
 /// Where extraction runs.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 use lopdf::{dictionary, Stream};
 
 use super::*;
+use crate::extract::encodings::{parse_cid_table, CID_TABLES};
 
 /// A one-page PDF whose page content is `content`, with Helvetica as /F1 and
 /// the given Form XObjects (name, content; each may draw /F1 and the others).
