@@ -5,6 +5,13 @@
 //! (HTTP 429 with `x-amzn-ErrorType: ThrottlingException`), a 503, after an
 //! optional delay. The real SDK client talks to it through
 //! `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` or an explicit endpoint.
+//!
+//! Before the script is asked, a request is checked as Bedrock checks it
+//! ([`validate`]): what Bedrock refuses gets the same HTTP 400
+//! `ValidationException` and wording, is recorded in [`StandIn::refusals`],
+//! and never reaches the script. A [`crate::env::TestEnv`] fails its test
+//! when its stand-in refused anything, so a green test means every call
+//! would have been accepted on AWS.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +59,7 @@ pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
 struct Shared {
     script: Script,
     calls: Mutex<Vec<Call>>,
+    refusals: Mutex<Vec<String>>,
 }
 
 /// A running stand-in; stops when dropped.
@@ -74,6 +82,7 @@ impl StandIn {
         let shared = Arc::new(Shared {
             script: Arc::new(script),
             calls: Mutex::default(),
+            refusals: Mutex::default(),
         });
         let app = Router::new()
             .route("/model/{model_id}/converse", post(converse))
@@ -99,9 +108,14 @@ impl StandIn {
         self.shared.calls.lock().expect("calls lock").clone()
     }
 
-    /// How many calls so far.
+    /// How many calls so far (refused ones not counted).
     pub fn call_count(&self) -> usize {
         self.shared.calls.lock().expect("calls lock").len()
+    }
+
+    /// The `ValidationException` messages of every refused request so far.
+    pub fn refusals(&self) -> Vec<String> {
+        self.shared.refusals.lock().expect("refusals lock").clone()
     }
 }
 
@@ -143,6 +157,14 @@ async fn converse(
     Path(model_id): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
+    if let Err(message) = validate(&body) {
+        shared
+            .refusals
+            .lock()
+            .expect("refusals lock")
+            .push(message.clone());
+        return error(StatusCode::BAD_REQUEST, "ValidationException", &message);
+    }
     let turns: Vec<(String, String)> = body["messages"]
         .as_array()
         .map(|m| {
@@ -204,4 +226,218 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-amzn-ErrorType", kind.parse().expect("valid header"));
     (status, headers, Json(json!({ "message": message }))).into_response()
+}
+
+/// Bedrock's checks of a Converse request body (Claude 4.5 models), with its
+/// wording: `Err` is the `ValidationException` message.
+pub fn validate(body: &Value) -> Result<(), String> {
+    let messages = body["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if messages.is_empty() {
+        return Err("A conversation must start with a user message. Try again with a conversation that starts with a user message.".into());
+    }
+    let mut previous: Option<&str> = None;
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or("");
+        if i == 0 && role != "user" {
+            return Err("A conversation must start with a user message. Try again with a conversation that starts with a user message.".into());
+        }
+        if previous == Some(role) {
+            return Err("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.".into());
+        }
+        previous = Some(role);
+        let content = message["content"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if content.is_empty() {
+            return Err(format!(
+                "The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
+            ));
+        }
+        for (j, block) in content.iter().enumerate() {
+            check_block(block, &format!("messages.{i}.content.{j}"))?;
+        }
+    }
+    if let Some(system) = body.get("system").and_then(Value::as_array) {
+        for (j, block) in system.iter().enumerate() {
+            if block
+                .get("text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                return Err(format!(
+                    "The text field in the SystemContentBlock object at system.{j} is blank. Add text to the text field, and try again."
+                ));
+            }
+        }
+    }
+    let config = &body["inferenceConfig"];
+    if let Some(max) = config.get("maxTokens") {
+        match max.as_i64() {
+            Some(n) if (1..=64_000).contains(&n) => {}
+            _ => {
+                return Err(format!(
+                    "The maximum tokens you requested exceeds the model limit of 64000. Try again with a maximum tokens value that is lower than 64000. (got {max})"
+                ))
+            }
+        }
+    }
+    if let Some(t) = config.get("temperature") {
+        match t.as_f64() {
+            Some(t) if (0.0..=1.0).contains(&t) => {}
+            _ => return Err(format!("temperature: range: 0..1 (got {t})")),
+        }
+        if config.get("topP").is_some() {
+            return Err("`temperature` and `top_p` cannot both be specified for this model. Please use only one.".into());
+        }
+    }
+    Ok(())
+}
+
+/// One content block: blank text and bad images are refused.
+fn check_block(block: &Value, at: &str) -> Result<(), String> {
+    if let Some(text) = block.get("text").and_then(Value::as_str) {
+        if text.trim().is_empty() {
+            return Err(format!(
+                "The text field in the ContentBlock object at {at} is blank. Add text to the text field, and try again."
+            ));
+        }
+    }
+    if let Some(image) = block.get("image") {
+        check_image(image, at)?;
+    }
+    Ok(())
+}
+
+/// An image block: base64 bytes of the declared format, at most 3.75 MB and
+/// 8,000 px on each side.
+fn check_image(image: &Value, at: &str) -> Result<(), String> {
+    let format = image["format"].as_str().unwrap_or("");
+    let encoded = image["source"]["bytes"].as_str().unwrap_or("");
+    let bytes = aws_smithy_types::base64::decode(encoded)
+        .map_err(|_| format!("The image at {at} is not valid base64."))?;
+    if bytes.len() > 3_750_000 {
+        return Err(format!(
+            "The image at {at} exceeds the maximum image size of 3.75 MB ({} bytes).",
+            bytes.len()
+        ));
+    }
+    let dimensions = match format {
+        "png" if bytes.starts_with(b"\x89PNG\r\n\x1a\n") => png_dimensions(&bytes),
+        "jpeg" if bytes.starts_with(&[0xff, 0xd8]) => jpeg_dimensions(&bytes),
+        "gif" if bytes.starts_with(b"GIF8") => bytes.get(6..10).map(|d| {
+            (
+                u32::from(u16::from_le_bytes([d[0], d[1]])),
+                u32::from(u16::from_le_bytes([d[2], d[3]])),
+            )
+        }),
+        "webp" if bytes.get(8..12) == Some(b"WEBP") => Some((1, 1)),
+        _ => None,
+    };
+    let Some((width, height)) = dimensions else {
+        return Err(format!(
+            "The image at {at} could not be processed: its bytes are not a valid {format} image. Check the image format and try again."
+        ));
+    };
+    if width > 8000 || height > 8000 {
+        return Err(format!(
+            "The image at {at} is {width}x{height} pixels; images can be at most 8000 pixels on each side."
+        ));
+    }
+    Ok(())
+}
+
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(12..24)?;
+    (&ihdr[..4] == b"IHDR").then(|| {
+        (
+            u32::from_be_bytes([ihdr[4], ihdr[5], ihdr[6], ihdr[7]]),
+            u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]),
+        )
+    })
+}
+
+/// Width and height from a JPEG's first start-of-frame segment.
+fn jpeg_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 9 < bytes.len() {
+        if bytes[i] != 0xff {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+            let h = u32::from(u16::from_be_bytes([bytes[i + 5], bytes[i + 6]]));
+            let w = u32::from(u16::from_be_bytes([bytes[i + 7], bytes[i + 8]]));
+            return Some((w, h));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate;
+    use serde_json::json;
+
+    fn body(messages: serde_json::Value) -> serde_json::Value {
+        json!({"messages": messages, "system": [{"text": "Sort."}], "inferenceConfig": {"maxTokens": 8, "temperature": 0.0}})
+    }
+
+    fn user(text: &str) -> serde_json::Value {
+        json!({"role": "user", "content": [{"text": text}]})
+    }
+
+    fn assistant(text: &str) -> serde_json::Value {
+        json!({"role": "assistant", "content": [{"text": text}]})
+    }
+
+    #[test]
+    fn what_bedrock_accepts_passes() {
+        assert_eq!(validate(&body(json!([user("doc")]))), Ok(()));
+        assert_eq!(
+            validate(&body(json!([
+                user("doc"),
+                assistant("Banana"),
+                user("Again")
+            ]))),
+            Ok(())
+        );
+        let two_blocks =
+            json!([{"role": "user", "content": [{"text": "doc"}, {"text": "One word."}]}]);
+        assert_eq!(validate(&body(two_blocks)), Ok(()));
+    }
+
+    #[test]
+    fn what_bedrock_refuses_is_refused_with_its_wording() {
+        let blank = validate(&body(json!([user("doc"), assistant(" "), user("Again")])));
+        assert_eq!(
+            blank.unwrap_err(),
+            "The text field in the ContentBlock object at messages.1.content.0 is blank. Add text to the text field, and try again."
+        );
+        let refused = [
+            body(json!([])),
+            body(json!([assistant("hi"), user("doc")])),
+            body(json!([user("a"), user("b")])),
+            body(json!([{"role": "user", "content": []}])),
+            json!({"messages": [user("doc")], "system": [{"text": ""}]}),
+            json!({"messages": [user("doc")], "inferenceConfig": {"maxTokens": 0}}),
+            json!({"messages": [user("doc")], "inferenceConfig": {"maxTokens": 64001}}),
+            json!({"messages": [user("doc")], "inferenceConfig": {"temperature": 1.5}}),
+            json!({"messages": [user("doc")], "inferenceConfig": {"temperature": 0.0, "topP": 0.9}}),
+            body(
+                json!([{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": "not base64!"}}}]}]),
+            ),
+            body(
+                json!([{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": "/9j/4AAQ"}}}]}]),
+            ),
+        ];
+        for b in refused {
+            assert!(validate(&b).is_err(), "{b}");
+        }
+    }
 }

@@ -82,6 +82,20 @@ pub struct TestEnv {
     pub bedrock: StandIn,
 }
 
+impl Drop for TestEnv {
+    /// A test whose stand-in refused a request fails: on AWS that call would
+    /// have failed too.
+    fn drop(&mut self) {
+        let refused = self.bedrock.refusals();
+        if !refused.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the Bedrock stand-in refused {} request(s), as Bedrock would: {refused:?}",
+                refused.len()
+            );
+        }
+    }
+}
+
 /// Counts DynamoDB write requests (PutItem, UpdateItem, DeleteItem, ...) by
 /// table and operation, as they go on the wire.
 #[derive(Debug, Clone, Default)]

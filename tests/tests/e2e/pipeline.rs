@@ -421,3 +421,50 @@ async fn one_labels_table_write_per_labeled_document() {
     );
     assert_eq!(env.leases().await, 0);
 }
+
+/// A model whose first answers are empty or chatty: the re-ask is a call
+/// Bedrock accepts (the stand-in refuses a blank assistant turn, and the
+/// test environment fails on any refusal), and every document ends labeled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn empty_and_chatty_first_answers_get_a_valid_reask_and_end_labeled() {
+    let env = TestEnv::new("reask", |call| {
+        let asked_again = call.turns.len() > 1 || call.turns[0].1.contains("That is not one of");
+        match (call.document.contains("quiet"), asked_again) {
+            (_, true) => answer("invoice"),
+            (true, false) => answer(""),
+            (false, false) => answer("Sure! This document looks like an invoice to me."),
+        }
+    })
+    .await;
+    let keys = ["quiet-1.pdf", "quiet-2.pdf", "chatty-1.pdf", "chatty-2.pdf"];
+    for key in keys {
+        env.put(key, pdf(&[key, "INVOICE 12 Total 40.00 EUR"]))
+            .await;
+        env.send(&Job::new(&env.bucket, key, Source::Manual).to_body())
+            .await;
+    }
+    let worker = env.start_worker().await;
+    for key in keys {
+        let item = wait_for_item(&env, key).await;
+        assert_eq!(
+            (item.status(), item.label()),
+            (Status::Labeled, Some("invoice"))
+        );
+        assert!(item.input_tokens > 0);
+    }
+    wait_for_empty_queue(&env).await;
+    worker.stop().await;
+    let calls = env.bedrock.calls();
+    assert_eq!(calls.len(), 8, "one re-ask per document");
+    assert!(
+        env.bedrock.refusals().is_empty(),
+        "{:?}",
+        env.bedrock.refusals()
+    );
+    for call in calls
+        .iter()
+        .filter(|c| c.document.contains("quiet") && c.turns[0].1.contains("That is not one of"))
+    {
+        assert_eq!(call.turns.len(), 1, "the empty answer is not echoed back");
+    }
+}

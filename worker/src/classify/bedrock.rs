@@ -150,13 +150,7 @@ impl BedrockClassifier {
                 break;
             }
             tracing::debug!(answer = %answer, "answer is not a category; asking again");
-            messages.push(
-                Message::builder()
-                    .role(ConversationRole::Assistant)
-                    .content(ContentBlock::Text(answer))
-                    .build()?,
-            );
-            messages.push(user(self.prompt.reask())?);
+            messages = reask(messages, &answer, self.prompt.reask())?;
         }
         Ok(result)
     }
@@ -226,6 +220,38 @@ impl BedrockClassifier {
     }
 }
 
+/// The conversation that asks again after `answer`. Bedrock refuses a blank
+/// text block, so an empty answer is not echoed: the re-ask joins the first
+/// user turn as a second block. Any other answer is shown as the assistant's
+/// turn, then the re-ask follows as the user's.
+fn reask(
+    mut messages: Vec<Message>,
+    answer: &str,
+    reask: String,
+) -> Result<Vec<Message>, aws_sdk_bedrockruntime::error::BuildError> {
+    if answer.trim().is_empty() {
+        let first = messages.remove(0);
+        let mut content = first.content().to_vec();
+        content.push(ContentBlock::Text(reask));
+        messages.insert(
+            0,
+            Message::builder()
+                .role(ConversationRole::User)
+                .set_content(Some(content))
+                .build()?,
+        );
+    } else {
+        messages.push(
+            Message::builder()
+                .role(ConversationRole::Assistant)
+                .content(ContentBlock::Text(answer.to_owned()))
+                .build()?,
+        );
+        messages.push(user(reask)?);
+    }
+    Ok(messages)
+}
+
 fn user(text: String) -> Result<Message, aws_sdk_bedrockruntime::error::BuildError> {
     Message::builder()
         .role(ConversationRole::User)
@@ -243,5 +269,50 @@ fn answer_text(response: &ConverseResponse) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles_and_blocks(messages: &[Message]) -> Vec<(String, Vec<String>)> {
+        messages
+            .iter()
+            .map(|m| {
+                (
+                    m.role().as_str().to_owned(),
+                    m.content()
+                        .iter()
+                        .filter_map(|b| b.as_text().ok().cloned())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_answer_is_never_sent_back_as_a_blank_turn() {
+        let first = vec![user("<document>".into()).unwrap()];
+        let again = reask(first.clone(), "  ", "One word.".into()).unwrap();
+        assert_eq!(
+            roles_and_blocks(&again),
+            [(
+                "user".to_owned(),
+                vec!["<document>".to_owned(), "One word.".to_owned()]
+            )]
+        );
+        let chatty = reask(first, "Well, it looks like", "One word.".into()).unwrap();
+        assert_eq!(
+            roles_and_blocks(&chatty),
+            [
+                ("user".to_owned(), vec!["<document>".to_owned()]),
+                (
+                    "assistant".to_owned(),
+                    vec!["Well, it looks like".to_owned()]
+                ),
+                ("user".to_owned(), vec!["One word.".to_owned()]),
+            ]
+        );
     }
 }
