@@ -23,7 +23,9 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:?}");
+            // The whole chain, once (no backtrace: this is for people).
+            eprintln!("error: {e}");
+            e.chain().skip(1).for_each(|cause| eprintln!("  caused by: {cause}"));
             ExitCode::FAILURE
         }
     }

@@ -38,8 +38,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The whole chain, once.
-            eprintln!("error: {e:?}");
+            // The whole chain, once (no backtrace: this is for people).
+            eprintln!("error: {e}");
+            e.chain().skip(1).for_each(|cause| eprintln!("  caused by: {cause}"));
             ExitCode::FAILURE
         }
     }
