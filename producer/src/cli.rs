@@ -20,7 +20,9 @@ pub struct Cli {
 /// The producer's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List a bucket (under a prefix) and enqueue every object whose key ends in .pdf (any case).
+    /// List a bucket (under a prefix) and enqueue the PDFs (keys ending in .pdf, any case)
+    /// that need a label: no item in the labels table, or an item for another etag.
+    /// `--relabel` and `--retry-failed` widen the selection.
     Backfill(BackfillArgs),
     /// Enqueue the given s3://bucket/key URIs, or one URI per line from standard input.
     Enqueue(EnqueueArgs),
@@ -38,9 +40,9 @@ pub enum LogFormat {
 /// Where jobs go.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// URL of the SQS work queue.
+    /// URL of the SQS work queue (not needed with `backfill --dry-run`).
     #[arg(long, env = "DOCSORT_QUEUE_URL")]
-    pub queue_url: String,
+    pub queue_url: Option<String>,
     /// Batches of 10 sent at once.
     #[arg(long, env = "DOCSORT_SEND_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub send_concurrency: u32,
@@ -55,12 +57,63 @@ pub struct BackfillArgs {
     /// Only keys under this prefix (e.g. `inbox/2026/`).
     #[arg(long, env = "DOCSORT_PREFIX", default_value = "")]
     pub prefix: String,
-    /// List and count, but send nothing.
+    /// The labels table each listed object is compared with.
+    #[arg(long, env = "DOCSORT_TABLE")]
+    pub table: String,
+    /// Also enqueue failed documents whose reason may pass on another try
+    /// (timeout, unparseable_answer, not_found).
+    #[arg(long, env = "DOCSORT_RETRY_FAILED")]
+    pub retry_failed: bool,
+    /// Also enqueue documents labeled under another label version (a new
+    /// model, taxonomy or text budget).
+    #[arg(long, env = "DOCSORT_RELABEL")]
+    pub relabel: bool,
+    /// List, compare and count, but send nothing (no queue needed).
     #[arg(long, env = "DOCSORT_DRY_RUN")]
     pub dry_run: bool,
+    /// The workers' label version: what their records' `prompt_version`
+    /// must be to count as current.
+    #[command(flatten)]
+    pub version: LabelVersionArgs,
     /// Queue settings.
     #[command(flatten)]
     pub queue: QueueArgs,
+}
+
+/// The label version the workers write, from the same settings they read.
+#[derive(Debug, Clone, Args)]
+pub struct LabelVersionArgs {
+    /// The workers' Bedrock model or inference profile id.
+    #[arg(long, env = "DOCSORT_MODEL_ID", default_value = docsort_schema::prompt::DEFAULT_MODEL_ID)]
+    pub model_id: String,
+    /// The workers' taxonomy file (default: the eight built-in categories).
+    #[arg(long, env = "DOCSORT_TAXONOMY")]
+    pub taxonomy: Option<std::path::PathBuf>,
+    /// The workers' text budget, in characters.
+    #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = docsort_schema::prompt::DEFAULT_MAX_TEXT_CHARS as u32)]
+    pub max_text_chars: u32,
+    /// The label version itself, instead of computing it from the three
+    /// flags above (the local classifier's is in `docsort-worker eval`'s
+    /// header and the worker's "classifier ready" log line).
+    #[arg(long, env = "DOCSORT_LABEL_VERSION")]
+    pub label_version: Option<String>,
+}
+
+impl LabelVersionArgs {
+    /// The label version these flags name.
+    pub fn label_version(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        if let Some(version) = &self.label_version {
+            return Ok(version.clone());
+        }
+        let taxonomy = docsort_schema::Taxonomy::load(self.taxonomy.as_deref())
+            .context("cannot load the taxonomy (--taxonomy)")?;
+        Ok(docsort_schema::Prompt::new(taxonomy).label_version(
+            &self.model_id,
+            self.max_text_chars as usize,
+            b"",
+        ))
+    }
 }
 
 /// `docsort-producer enqueue`.

@@ -3,19 +3,22 @@
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Context};
-use docsort_producer::backfill::backfill as list_and_send;
+use docsort_producer::backfill::{backfill as list_and_compare, BackfillSettings};
 use docsort_producer::enqueue::parse_uri;
 use docsort_producer::{EnqueueSummary, Sender};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{BackfillArgs, EnqueueArgs, QueueArgs};
 
-fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> Sender {
-    Sender::new(
+fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> anyhow::Result<Sender> {
+    let Some(url) = &queue.queue_url else {
+        bail!("no queue: set --queue-url or DOCSORT_QUEUE_URL (backfill --dry-run needs none)");
+    };
+    Ok(Sender::new(
         aws_sdk_sqs::Client::new(sdk),
-        queue.queue_url.clone(),
+        url.clone(),
         queue.send_concurrency as usize,
-    )
+    ))
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -25,7 +28,7 @@ fn progress(len: u64) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {pos}/{len} jobs {wide_bar} {per_sec} eta {eta}")
+        ProgressStyle::with_template("{spinner} {pos}/{len} objects {wide_bar} {per_sec} eta {eta}")
     {
         bar.set_style(style);
     }
@@ -41,21 +44,37 @@ fn finish(summary: EnqueueSummary, what: &str) -> anyhow::Result<()> {
 }
 
 pub async fn backfill(sdk: &aws_config::SdkConfig, args: BackfillArgs) -> anyhow::Result<()> {
+    let settings = BackfillSettings {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        table: args.table.clone(),
+        label_version: args.version.label_version()?,
+        retry_failed: args.retry_failed,
+        relabel: args.relabel,
+    };
+    let sender = if args.dry_run {
+        None
+    } else {
+        Some(sender(sdk, &args.queue)?)
+    };
+    tracing::info!(bucket = %settings.bucket, prefix = %settings.prefix, table = %settings.table, label_version = %settings.label_version, retry_failed = settings.retry_failed, relabel = settings.relabel, "backfill started");
     let s3 = s3_client(sdk);
-    let sender = (!args.dry_run).then(|| sender(sdk, &args.queue));
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let bar = progress(0);
-    let summary = list_and_send(&s3, &args.bucket, &args.prefix, sender.as_ref(), &bar)
+    let summary = list_and_compare(&s3, &dynamodb, &settings, sender.as_ref(), &bar)
         .await
         .with_context(|| format!("backfill of s3://{}/{} stopped", args.bucket, args.prefix))?;
     bar.finish_and_clear();
-    finish(
-        summary,
-        if args.dry_run {
-            "backfill (dry run, nothing sent)"
-        } else {
-            "backfill"
-        },
-    )
+    let what = if args.dry_run {
+        "backfill (dry run, nothing sent)"
+    } else {
+        "backfill"
+    };
+    println!("{what}: {summary}");
+    if summary.send_failed > 0 {
+        bail!("{} job(s) could not be enqueued; see the log above and run again (enqueuing twice is harmless)", summary.send_failed);
+    }
+    Ok(())
 }
 
 pub async fn enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::Result<()> {
@@ -79,7 +98,7 @@ pub async fn enqueue(sdk: &aws_config::SdkConfig, args: EnqueueArgs) -> anyhow::
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bar = progress(jobs.len() as u64);
     let listed = jobs.len() as u64;
-    let mut summary = sender(sdk, &args.queue).send_all(jobs, &bar).await;
+    let mut summary = sender(sdk, &args.queue)?.send_all(jobs, &bar).await;
     bar.finish_and_clear();
     summary.listed = listed;
     finish(summary, "enqueue")

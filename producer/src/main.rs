@@ -25,7 +25,9 @@ async fn main() -> ExitCode {
         Err(e) => {
             // The whole chain, once (no backtrace: this is for people).
             eprintln!("error: {e}");
-            e.chain().skip(1).for_each(|cause| eprintln!("  caused by: {cause}"));
+            e.chain()
+                .skip(1)
+                .for_each(|cause| eprintln!("  caused by: {cause}"));
             ExitCode::FAILURE
         }
     }

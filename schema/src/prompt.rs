@@ -13,6 +13,12 @@ use crate::taxonomy::{Category, Taxonomy};
 const OPEN: &str = "<document>";
 const CLOSE: &str = "</document>";
 
+/// The default model: the Claude Haiku 4.5 cross-region inference profile.
+pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+/// Characters of document text sent to the model by default (the first
+/// pages decide a document's type; input tokens are the cost).
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 2000;
+
 /// A taxonomy's prompt, built once and shared by every classification.
 #[derive(Debug, Clone)]
 pub struct Prompt {

@@ -409,6 +409,25 @@ impl TestEnv {
             .expect("send message");
     }
 
+    /// The label version of the tests' worker ([`TestEnv::run_settings`]).
+    pub fn label_version(&self) -> String {
+        docsort_schema::Prompt::new(docsort_schema::Taxonomy::default())
+            .label_version(MODEL_ID, 2000, b"")
+    }
+
+    /// A backfill of this bucket's `prefix` against this labels table, for
+    /// the tests' worker's label version.
+    pub fn backfill_settings(&self, prefix: &str) -> docsort_producer::backfill::BackfillSettings {
+        docsort_producer::backfill::BackfillSettings {
+            bucket: self.bucket.clone(),
+            prefix: prefix.to_owned(),
+            table: self.table.clone(),
+            label_version: self.label_version(),
+            retry_failed: false,
+            relabel: false,
+        }
+    }
+
     /// Starts the worker pool in this process with the tests' defaults.
     pub async fn start_worker(&self) -> RunningWorker {
         self.start_worker_with(|_| {}).await

@@ -94,8 +94,8 @@ pub async fn kill_run(documents: usize, kills: usize) -> KillReport {
     let sender = Sender::new(env.sqs.clone(), env.queue_url.clone(), 4);
     let sent = backfill(
         &env.s3,
-        &env.bucket,
-        "docs/",
+        &env.dynamodb,
+        &env.backfill_settings("docs/"),
         Some(&sender),
         &ProgressBar::hidden(),
     )
@@ -218,8 +218,8 @@ pub async fn corpus_run(dir: &std::path::Path) -> CorpusReport {
     let sender = Sender::new(env.sqs.clone(), env.queue_url.clone(), 4);
     backfill(
         &env.s3,
-        &env.bucket,
-        "corpus/",
+        &env.dynamodb,
+        &env.backfill_settings("corpus/"),
         Some(&sender),
         &ProgressBar::hidden(),
     )

@@ -99,7 +99,7 @@ pub struct ClassifierArgs {
     #[arg(long, env = "DOCSORT_TAXONOMY")]
     pub taxonomy: Option<PathBuf>,
     /// Characters of document text sent to the model (the first pages decide; input tokens are the cost).
-    #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(100..))]
+    #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = docsort_schema::prompt::DEFAULT_MAX_TEXT_CHARS as u32, value_parser = clap::value_parser!(u32).range(100..))]
     pub max_text_chars: u32,
     /// Output token cap per model call (the answer is one word).
     #[arg(long, env = "DOCSORT_MAX_TOKENS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=256))]

@@ -63,16 +63,26 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
     let sender = Sender::new(env.sqs.clone(), env.queue_url.clone(), 4);
     let summary = backfill(
         &env.s3,
-        &env.bucket,
-        "backfill/",
+        &env.dynamodb,
+        &env.backfill_settings("backfill/"),
         Some(&sender),
         &ProgressBar::hidden(),
     )
     .await
     .expect("backfill");
     assert_eq!(
-        (summary.listed, summary.enqueued, summary.failed),
-        (files.len() as u64, files.len() as u64, 0)
+        (
+            summary.listed,
+            summary.new,
+            summary.enqueued,
+            summary.send_failed
+        ),
+        (
+            files.len() as u64,
+            files.len() as u64,
+            files.len() as u64,
+            0
+        )
     );
 
     let worker = env.start_worker().await;
@@ -153,6 +163,24 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
         assert!(call.document.chars().count() <= 2000);
         assert_eq!(call.system, prompt.system());
     }
+
+    // The next night, over the unchanged bucket: nothing to enqueue, no model call.
+    let again = backfill(
+        &env.s3,
+        &env.dynamodb,
+        &env.backfill_settings("backfill/"),
+        Some(&sender),
+        &ProgressBar::hidden(),
+    )
+    .await
+    .expect("second backfill");
+    assert_eq!(
+        (again.listed, again.selected, again.enqueued),
+        (files.len() as u64, 0, 0),
+        "{again}"
+    );
+    assert_eq!(again.labeled as usize, labeled, "{again}");
+    assert_eq!(env.depth(&env.queue_url).await, (0, 0));
 
     // Downstream read: every labeled item is on the label index, newest last.
     let some_label = items

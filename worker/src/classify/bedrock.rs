@@ -26,8 +26,7 @@ use super::gate::{GateConfig, ModelGate};
 use super::pricing::Price;
 use crate::events::{Event, Metrics};
 
-/// The default model: the Claude Haiku 4.5 cross-region inference profile.
-pub const DEFAULT_MODEL_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+pub use docsort_schema::prompt::DEFAULT_MODEL_ID;
 
 /// Settings of a [`BedrockClassifier`].
 #[derive(Debug, Clone)]
