@@ -478,6 +478,8 @@ impl TestEnv {
             visibility_timeout_secs: 30,
             shutdown_grace: Duration::from_secs(30),
             metrics_namespace: None,
+            daily_budget_usd: None,
+            budget_refresh: Duration::from_secs(10),
             max_object_bytes: 64 * 1024 * 1024,
             extract: Limits {
                 timeout: Duration::from_secs(30),

@@ -246,6 +246,14 @@ pub struct RunArgs {
     /// DocumentsFailed); unset: no metric lines.
     #[arg(long, env = "DOCSORT_METRICS_NAMESPACE")]
     pub metrics_namespace: Option<String>,
+    /// Model spend per UTC day, in USD, shared by every worker on the same
+    /// state table: when the day's total reaches it, workers stop receiving
+    /// (messages stay queued) until the next UTC day. Unset: no cap.
+    #[arg(long, env = "DOCSORT_DAILY_BUDGET_USD", value_parser = budget)]
+    pub daily_budget_usd: Option<f64>,
+    /// Seconds the known daily total may be old before a receive reads it again.
+    #[arg(long, env = "DOCSORT_BUDGET_REFRESH_SECS", default_value_t = 10)]
+    pub budget_refresh_secs: u64,
     /// Classification settings.
     #[command(flatten)]
     pub classifier: ClassifierArgs,
@@ -266,6 +274,8 @@ impl RunArgs {
             visibility_timeout_secs: self.visibility_timeout_secs,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_namespace: self.metrics_namespace.clone(),
+            daily_budget_usd: self.daily_budget_usd,
+            budget_refresh: Duration::from_secs(self.budget_refresh_secs),
             max_object_bytes: self.limits.max_object_bytes,
             extract: self.limits.extract_limits()?,
             classifier: self.classifier.settings(ClassifierKind::Bedrock),
@@ -317,6 +327,15 @@ pub struct EvalArgs {
 pub struct SamplesArgs {
     /// Folder to write the sample PDFs into (created if missing).
     pub dir: PathBuf,
+}
+
+fn budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd >= 0.0 => Ok(usd),
+        _ => Err(format!(
+            "{s:?} is not an amount of US dollars (e.g. 30 or 2.50)"
+        )),
+    }
 }
 
 fn confidence(s: &str) -> Result<f32, String> {

@@ -87,6 +87,14 @@ pub enum Event<'a> {
     },
     /// An HTTP request to the model (retries included).
     ModelRequest,
+    /// The fleet's spend today reached the daily budget: receiving stops
+    /// until the next UTC day.
+    BudgetReached {
+        /// Today's spend, in USD.
+        spent_usd: f64,
+        /// The budget, in USD.
+        budget_usd: f64,
+    },
 }
 
 /// Counts of what the pool did. Shared by all tasks.
@@ -114,6 +122,8 @@ pub struct Metrics {
     pub model_requests: AtomicU64,
     /// Requests the model service throttled.
     pub throttles: AtomicU64,
+    /// Times receiving paused because the daily budget was reached.
+    pub budget_pauses: AtomicU64,
     /// Input tokens billed.
     pub input_tokens: AtomicU64,
     /// Output tokens billed.
@@ -221,6 +231,17 @@ impl Metrics {
                 tracing::debug!(rate, "model throttled: pool rate halved");
             }
             Event::ModelRequest => inc(&self.model_requests),
+            Event::BudgetReached {
+                spent_usd,
+                budget_usd,
+            } => {
+                inc(&self.budget_pauses);
+                tracing::warn!(
+                    spent_usd,
+                    budget_usd,
+                    "daily budget reached: receiving paused until the next UTC day (messages stay on the queue)"
+                );
+            }
         }
     }
 
@@ -271,6 +292,7 @@ impl Metrics {
             model_calls: get(&self.model_calls),
             model_requests: get(&self.model_requests),
             throttles: get(&self.throttles),
+            budget_pauses: get(&self.budget_pauses),
             input_tokens: get(&self.input_tokens),
             output_tokens: get(&self.output_tokens),
             cost_usd: get(&self.cost_nano_usd) as f64 / 1e9,
@@ -296,6 +318,7 @@ pub struct Summary {
     pub model_calls: u64,
     pub model_requests: u64,
     pub throttles: u64,
+    pub budget_pauses: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: f64,

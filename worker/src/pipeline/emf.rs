@@ -41,6 +41,11 @@ impl EmfWriter {
                 (now.throttles - self.last.throttles) as f64,
             ),
             (
+                "BudgetPauses",
+                "Count",
+                (now.budget_pauses - self.last.budget_pauses) as f64,
+            ),
+            (
                 "ModelInputTokens",
                 "Count",
                 (now.input_tokens - self.last.input_tokens) as f64,

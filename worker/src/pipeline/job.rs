@@ -8,6 +8,7 @@ use std::time::Duration;
 use docsort_schema::retry::Retryable;
 use docsort_schema::{Delivery, FailureReason, Job, LabelRecord, Outcome, Status};
 
+use super::budget::Budget;
 use super::fetch::{fetch, normalise_etag, FetchError, ObjectMeta};
 use super::state::{Lease, StateError, StateStore};
 use super::store::{LabelStore, StoreError, Written};
@@ -82,13 +83,16 @@ pub struct Worker {
     classifier: Classifier,
     bounds: Bounds,
     metrics: Arc<Metrics>,
+    /// The daily spend cap, when set.
+    budget: Option<Arc<Budget>>,
     /// Distinguishes this process's leases from other workers'.
     instance: String,
 }
 
 impl Worker {
     /// A worker that reads with `s3`, writes records to `store`, takes leases
-    /// in `state` and asks `classifier`, counting into `metrics`.
+    /// in `state` and asks `classifier`, counting into `metrics` and, when
+    /// set, adding each answer's cost to `budget`.
     pub fn new(
         s3: aws_sdk_s3::Client,
         store: LabelStore,
@@ -96,6 +100,7 @@ impl Worker {
         classifier: Classifier,
         bounds: Bounds,
         metrics: Arc<Metrics>,
+        budget: Option<Arc<Budget>>,
     ) -> Self {
         let instance = format!("{:016x}", rand::random::<u64>());
         Worker {
@@ -105,6 +110,7 @@ impl Worker {
             classifier,
             bounds,
             metrics,
+            budget,
             instance,
         }
     }
@@ -112,6 +118,11 @@ impl Worker {
     /// The run's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The daily spend cap, when set.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_deref()
     }
 
     /// Processes one message body and says whether to delete the message.
@@ -280,6 +291,11 @@ impl Worker {
             answer.output_tokens,
             record.cost_usd,
         );
+        if let (Some(budget), Some(cost)) = (&self.budget, record.cost_usd) {
+            if let Err(e) = budget.add(cost).await {
+                tracing::warn!(uri = %record.uri, error = &e as &dyn std::error::Error, "cannot add this document's cost to the daily spend");
+            }
+        }
         self.write(record).await
     }
 

@@ -3,12 +3,14 @@
 //! Owns everything between the queue and the tables: the AWS clients
 //! ([`aws`]), the pool's receive loop, heartbeat and deletes ([`pool`]), the
 //! job processor ([`job`]), S3 downloads ([`fetch`]), the labels table
-//! ([`store`]), the state table's leases ([`state`]), EMF metric lines
+//! ([`store`]), the state table's leases ([`state`]) and daily spend counter
+//! ([`budget`]), EMF metric lines
 //! ([`emf`]) and signal handling ([`shutdown`]). It must not parse PDFs or
 //! talk to a model itself: it calls [`crate::extract`] and
 //! [`crate::classify`].
 
 pub mod aws;
+pub mod budget;
 pub mod emf;
 pub mod fetch;
 pub mod job;
@@ -26,6 +28,7 @@ use crate::classify::{Classifier, ClassifierSettings, SetupError};
 use crate::events::{Metrics, Summary};
 use crate::extract::Limits;
 use aws::Clients;
+use budget::Budget;
 use emf::EmfWriter;
 use job::{Bounds, Worker};
 use pool::{PoolConfig, PoolError};
@@ -52,6 +55,10 @@ pub struct RunSettings {
     pub shutdown_grace: Duration,
     /// CloudWatch namespace of the EMF metric lines; `None`: no metric lines.
     pub metrics_namespace: Option<String>,
+    /// The fleet's model spend per UTC day at which receiving stops; `None`: no cap.
+    pub daily_budget_usd: Option<f64>,
+    /// How old the known daily total may be before a receive reads it again.
+    pub budget_refresh: Duration,
     /// Largest object downloaded, in bytes.
     pub max_object_bytes: u64,
     /// Extraction's bounds.
@@ -89,6 +96,15 @@ pub async fn run(
             (settings.visibility_timeout_secs.max(10) as u64 / 2).max(5),
         ),
     };
+    let budget = settings.daily_budget_usd.map(|usd| {
+        tracing::info!(daily_budget_usd = usd, "daily budget set");
+        Arc::new(Budget::new(
+            clients.dynamodb.clone(),
+            settings.state_table.clone(),
+            usd,
+            settings.budget_refresh,
+        ))
+    });
     let worker = Arc::new(Worker::new(
         clients.s3.clone(),
         LabelStore::new(clients.dynamodb.clone(), settings.table.clone()),
@@ -96,6 +112,7 @@ pub async fn run(
         classifier,
         bounds,
         metrics,
+        budget,
     ));
     let pool_config = PoolConfig {
         queue_url: settings.queue_url.clone(),

@@ -102,6 +102,15 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        // Over the daily budget, nothing is received until the next UTC day.
+        // Checked with the slots in hand, right before receiving, so at most
+        // one document per slot is paid after the budget is reached.
+        if let Some(budget) = worker.budget() {
+            budget.wait_for_room(worker.metrics(), &shutdown).await;
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+        }
         let receive = sqs
             .receive_message()
             .queue_url(&config.queue_url)

@@ -1,0 +1,136 @@
+//! The daily spend cap: workers sharing one budget through the state table
+//! stop receiving near it, lose nothing, and finish after a restart with a
+//! higher budget.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use docsort_schema::{Job, Source, Status};
+use docsort_tests::env::TestEnv;
+use docsort_tests::wait;
+use docsort_worker::pipeline::budget::counter_key;
+
+use crate::common::{answer, pdf, wait_for_empty_queue, DEADLINE};
+
+const DOCS: usize = 40;
+const BUDGET_USD: f64 = 0.002;
+/// Two workers with two slots each.
+const SLOTS: usize = 4;
+
+/// Today's total in the state table, in USD.
+async fn spent_today(env: &TestEnv) -> f64 {
+    let out = env
+        .dynamodb
+        .get_item()
+        .table_name(&env.state_table)
+        .key(
+            "pk",
+            AttributeValue::S(counter_key(chrono::Utc::now().date_naive())),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get counter");
+    out.item()
+        .and_then(|i| i.get("spent_nano_usd"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0.0, |n| n as f64 / 1e9)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_stop_at_a_shared_budget_and_finish_after_a_raise() {
+    let env = TestEnv::new("budget", |_| answer("invoice")).await;
+    for i in 0..DOCS {
+        let key = format!("spend/{i:02}.pdf");
+        env.put(
+            &key,
+            pdf(&["INVOICE", &format!("Number {i}, total 10.00 EUR")]),
+        )
+        .await;
+        env.send(&Job::new(&env.bucket, &key, Source::Manual).to_body())
+            .await;
+    }
+    let capped = |s: &mut docsort_worker::pipeline::RunSettings| {
+        s.concurrency = SLOTS / 2;
+        s.daily_budget_usd = Some(BUDGET_USD);
+        s.budget_refresh = Duration::ZERO;
+    };
+    let a = env.start_worker_with(capped).await;
+    let b = env.start_worker_with(capped).await;
+    // Stopped: the budget is spent, nothing is in flight, and the rest waits on the queue.
+    wait::until("the workers to stop at the budget", DEADLINE, || async {
+        let spent = spent_today(&env).await;
+        let (visible, in_flight) = env.depth(&env.queue_url).await;
+        (spent >= BUDGET_USD && in_flight == 0 && visible > 0).then_some(())
+    })
+    .await;
+    let (run_a, run_b) = (a.stop().await, b.stop().await);
+
+    let items = env.items().await;
+    let labeled = items.len();
+    assert!(
+        labeled < DOCS,
+        "the cap stopped the work ({labeled} labeled)"
+    );
+    assert!(
+        items.values().all(|i| i.status() == Status::Labeled),
+        "nothing is marked failed"
+    );
+    assert_eq!(
+        env.depth(&env.queue_url).await,
+        ((DOCS - labeled) as u64, 0),
+        "every other document is still queued"
+    );
+    assert_eq!(
+        env.depth(&env.dlq_url).await,
+        (0, 0),
+        "no receive count burnt"
+    );
+    assert_eq!(env.bedrock.call_count(), labeled);
+    let costs: Vec<f64> = items
+        .values()
+        .map(|i| i.cost_usd.expect("a cost"))
+        .collect();
+    let spent = spent_today(&env).await;
+    let max_cost = costs.iter().copied().fold(0.0, f64::max);
+    assert!(
+        (spent - costs.iter().sum::<f64>()).abs() < 1e-6,
+        "the counter is the sum of the records' costs"
+    );
+    assert!(
+        spent <= BUDGET_USD + SLOTS as f64 * max_cost,
+        "spent {spent} over budget {BUDGET_USD} by more than one document per slot ({max_cost} each)"
+    );
+    assert!(
+        run_a.budget_pauses + run_b.budget_pauses >= 1,
+        "{run_a:?} {run_b:?}"
+    );
+    eprintln!(
+        "budget {BUDGET_USD}: spent {spent:.6} on {labeled} documents ({max_cost:.6} at most each), {} left queued",
+        DOCS - labeled
+    );
+
+    // Restarted with a higher budget, they finish the rest, paying once each.
+    let raised = |s: &mut docsort_worker::pipeline::RunSettings| {
+        s.concurrency = SLOTS / 2;
+        s.daily_budget_usd = Some(1.0);
+        s.budget_refresh = Duration::ZERO;
+    };
+    let a = env.start_worker_with(raised).await;
+    let b = env.start_worker_with(raised).await;
+    wait::until("every document labeled", DEADLINE, || async {
+        (env.items().await.len() == DOCS).then_some(())
+    })
+    .await;
+    wait_for_empty_queue(&env).await;
+    a.stop().await;
+    b.stop().await;
+    assert!(env
+        .items()
+        .await
+        .values()
+        .all(|i| i.status() == Status::Labeled));
+    assert_eq!(env.bedrock.call_count(), DOCS, "nothing paid twice");
+    assert_eq!(env.depth(&env.dlq_url).await, (0, 0));
+}
