@@ -26,6 +26,79 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Enqueue the given s3://bucket/key URIs, or one URI per line from standard input.
     Enqueue(EnqueueArgs),
+    /// What the labels table holds: documents per label, status and failure reason,
+    /// cost per day, tokens and model ids (a parallel scan).
+    Report(ReportArgs),
+    /// Write the labels table's records to a .jsonl or .csv file (the label index
+    /// with --label, a scan otherwise), page by page.
+    Export(ExportArgs),
+}
+
+/// Which records of the labels table to read.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    /// The labels table.
+    #[arg(long, env = "DOCSORT_TABLE")]
+    pub table: String,
+    /// Only records classified at or after this time: RFC 3339 (`2026-12-01T00:00:00Z`)
+    /// or a UTC day (`2026-12-01`).
+    #[arg(long, env = "DOCSORT_SINCE", value_parser = since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Items per DynamoDB page (default: as many as fit in 1 MB).
+    #[arg(long, env = "DOCSORT_PAGE_SIZE", value_parser = clap::value_parser!(i32).range(1..))]
+    pub page_size: Option<i32>,
+}
+
+impl TableArgs {
+    /// The library's view of these flags.
+    pub fn query(&self) -> docsort_producer::table::TableQuery {
+        docsort_producer::table::TableQuery {
+            table: self.table.clone(),
+            since: self.since,
+            page_size: self.page_size,
+        }
+    }
+}
+
+/// `docsort-producer report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Which records.
+    #[command(flatten)]
+    pub table: TableArgs,
+    /// Print JSON instead of a table.
+    #[arg(long, env = "DOCSORT_JSON")]
+    pub json: bool,
+    /// Segments of the parallel scan (read at once).
+    #[arg(long, env = "DOCSORT_SCAN_SEGMENTS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub segments: i32,
+}
+
+/// `docsort-producer export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The file to write: `.jsonl` (one record per line) or `.csv`.
+    #[arg(long, env = "DOCSORT_OUT")]
+    pub out: std::path::PathBuf,
+    /// Only records with this label (read through the label index).
+    #[arg(long, env = "DOCSORT_LABEL")]
+    pub label: Option<String>,
+    /// Which records.
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("{s:?} is neither RFC 3339 (2026-12-01T00:00:00Z) nor a day (2026-12-01)")
+        })
 }
 
 /// How logs are written.

@@ -8,7 +8,7 @@ use docsort_producer::enqueue::parse_uri;
 use docsort_producer::{EnqueueSummary, Sender};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{BackfillArgs, EnqueueArgs, QueueArgs};
+use crate::cli::{BackfillArgs, EnqueueArgs, ExportArgs, QueueArgs, ReportArgs};
 
 fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> anyhow::Result<Sender> {
     let Some(url) = &queue.queue_url else {
@@ -19,6 +19,57 @@ fn sender(sdk: &aws_config::SdkConfig, queue: &QueueArgs) -> anyhow::Result<Send
         url.clone(),
         queue.send_concurrency as usize,
     ))
+}
+
+/// A counter of items read on a terminal, nothing otherwise.
+fn spinner(what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) =
+        ProgressStyle::with_template(&format!("{{spinner}} {{pos}} {what} {{per_sec}}"))
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub async fn report(sdk: &aws_config::SdkConfig, args: ReportArgs) -> anyhow::Result<()> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let bar = spinner("records");
+    let query = args.table.query();
+    let report = docsort_producer::table::report(&dynamodb, &query, args.segments, &|n| bar.inc(n))
+        .await
+        .with_context(|| format!("report of {} stopped", query.table))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+pub async fn export(sdk: &aws_config::SdkConfig, args: ExportArgs) -> anyhow::Result<()> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let bar = spinner("records");
+    let query = args.table.query();
+    let written = docsort_producer::table::export(
+        &dynamodb,
+        &query,
+        args.label.as_deref(),
+        &args.out,
+        &|n| bar.inc(n),
+    )
+    .await
+    .with_context(|| format!("export of {} stopped", query.table))?;
+    bar.finish_and_clear();
+    println!(
+        "export: {written} records written to {}",
+        args.out.display()
+    );
+    Ok(())
 }
 
 /// A progress bar on a terminal, nothing otherwise.

@@ -19,6 +19,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backfill(args) => commands::backfill(&sdk, args).await,
         Command::Enqueue(args) => commands::enqueue(&sdk, args).await,
+        Command::Report(args) => commands::report(&sdk, args).await,
+        Command::Export(args) => commands::export(&sdk, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use docsort_producer::backfill::{backfill, BackfillSettings, BackfillSummary};
 use docsort_producer::Sender;
 use docsort_schema::{Delivery, FailureReason, LabelRecord, Outcome, Source};
@@ -12,7 +11,7 @@ use docsort_tests::env::TestEnv;
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
-use crate::common::{answer, pdf};
+use crate::common::{answer, pdf, store};
 
 /// More than one listing page.
 const OBJECTS: usize = 1_010;
@@ -47,33 +46,6 @@ async fn upload(env: &TestEnv) -> Vec<String> {
         etags[i] = etag;
     }
     etags
-}
-
-/// Writes `records` straight into the labels table (as workers would have).
-async fn store(env: &TestEnv, records: Vec<LabelRecord>) {
-    for chunk in records.chunks(25) {
-        let requests = chunk
-            .iter()
-            .map(|r| {
-                let item: std::collections::HashMap<String, AttributeValue> =
-                    r.to_item().expect("item").into();
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .expect("put"),
-                    )
-                    .build()
-            })
-            .collect();
-        env.dynamodb
-            .batch_write_item()
-            .request_items(&env.table, requests)
-            .send()
-            .await
-            .expect("batch write");
-    }
 }
 
 fn record(

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use docsort_schema::LabelRecord;
 use docsort_tests::bedrock::Reply;
 use docsort_tests::env::TestEnv;
@@ -27,4 +28,31 @@ pub async fn wait_for_empty_queue(env: &TestEnv) {
         (env.depth(&env.queue_url).await == (0, 0)).then_some(())
     })
     .await;
+}
+
+/// Writes `records` straight into the labels table (as workers would have).
+pub async fn store(env: &TestEnv, records: Vec<LabelRecord>) {
+    for chunk in records.chunks(25) {
+        let requests = chunk
+            .iter()
+            .map(|r| {
+                let item: std::collections::HashMap<String, AttributeValue> =
+                    r.to_item().expect("item").into();
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("put"),
+                    )
+                    .build()
+            })
+            .collect();
+        env.dynamodb
+            .batch_write_item()
+            .request_items(&env.table, requests)
+            .send()
+            .await
+            .expect("batch write");
+    }
 }

@@ -12,3 +12,4 @@ mod faults;
 mod infra;
 mod local;
 mod pipeline;
+mod table;
