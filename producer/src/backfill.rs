@@ -2,8 +2,8 @@
 //! need a label, and only those.
 //!
 //! Each listing page (up to 1,000 keys) is compared with the labels table by
-//! `BatchGetItem` (100 keys a request, eventually consistent, only the
-//! attributes the decision needs), so memory holds one page whatever the
+//! `BatchGetItem` (100 keys a request, ten at once, eventually consistent,
+//! only the attributes the decision needs), so memory holds one page whatever the
 //! bucket's size and an unchanged bucket enqueues nothing. What is selected
 //! is [`decide`]d per object:
 //! - no item, or an item for another etag (the object changed): enqueued;
@@ -23,12 +23,15 @@ use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use docsort_schema::record::{uri, PARTITION_KEY};
 use docsort_schema::retry::Backoff;
 use docsort_schema::{FailureReason, Job, Source};
+use futures::{stream, StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 
 use crate::enqueue::{EnqueueSummary, Sender};
 
 /// DynamoDB's limit of keys per `BatchGetItem`.
 const BATCH_GET: usize = 100;
+/// `BatchGetItem` requests of one listing page in flight at once.
+const READS_AT_ONCE: usize = 10;
 /// How often a backfill without a terminal logs its progress.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -150,6 +153,8 @@ pub struct BackfillSummary {
     pub send_failed: u64,
     /// Labels table requests made (`BatchGetItem`, retries included).
     pub table_requests: u64,
+    /// `SendMessageBatch` requests made (retries included).
+    pub send_requests: u64,
     /// Listing pages read.
     pub list_pages: u64,
 }
@@ -250,6 +255,7 @@ pub async fn backfill(
                 let sent: EnqueueSummary = sender.send_all(jobs, progress).await;
                 summary.enqueued += sent.enqueued;
                 summary.send_failed += sent.failed;
+                summary.send_requests += sent.requests;
             }
             None => progress.inc(jobs.len() as u64),
         }
@@ -266,86 +272,104 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// The items of `listed` keys, by key, read in batches of 100.
+/// The items of `listed` keys, by key: batches of 100 keys, read at once.
 async fn read_items(
     dynamodb: &aws_sdk_dynamodb::Client,
     settings: &BackfillSettings,
     listed: &[(String, String)],
     summary: &mut BackfillSummary,
 ) -> Result<HashMap<String, Stored>, BackfillError> {
-    let prefix = format!("s3://{}/", settings.bucket);
+    let batches: Vec<(HashMap<String, Stored>, u64)> = stream::iter(listed.chunks(BATCH_GET))
+        .map(|chunk| read_batch(dynamodb, settings, chunk))
+        .buffer_unordered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
     let mut out = HashMap::with_capacity(listed.len());
-    for chunk in listed.chunks(BATCH_GET) {
-        let keys: Vec<HashMap<String, AttributeValue>> = chunk
-            .iter()
-            .map(|(key, _)| {
-                HashMap::from([(
-                    PARTITION_KEY.to_owned(),
-                    AttributeValue::S(uri(&settings.bucket, key)),
-                )])
-            })
-            .collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .projection_expression("#uri, etag, #status, failure, prompt_version")
-            .expression_attribute_names("#uri", PARTITION_KEY)
-            .expression_attribute_names("#status", "status")
-            .build()
-            .map_err(|_| BackfillError::Unprocessed {
+    for (items, requests) in batches {
+        summary.table_requests += requests;
+        out.extend(items);
+    }
+    Ok(out)
+}
+
+/// One `BatchGetItem` of up to 100 keys, unprocessed keys retried with
+/// docsort's backoff; the items by key, and the requests made.
+async fn read_batch(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    settings: &BackfillSettings,
+    chunk: &[(String, String)],
+) -> Result<(HashMap<String, Stored>, u64), BackfillError> {
+    let prefix = format!("s3://{}/", settings.bucket);
+    let mut out = HashMap::with_capacity(chunk.len());
+    let mut requests = 0;
+    let keys: Vec<HashMap<String, AttributeValue>> = chunk
+        .iter()
+        .map(|(key, _)| {
+            HashMap::from([(
+                PARTITION_KEY.to_owned(),
+                AttributeValue::S(uri(&settings.bucket, key)),
+            )])
+        })
+        .collect();
+    let mut request = KeysAndAttributes::builder()
+        .set_keys(Some(keys))
+        .projection_expression("#uri, etag, #status, failure, prompt_version")
+        .expression_attribute_names("#uri", PARTITION_KEY)
+        .expression_attribute_names("#status", "status")
+        .build()
+        .map_err(|_| BackfillError::Unprocessed {
+            table: settings.table.clone(),
+            attempts: 0,
+        })?;
+    let retry = Backoff::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        requests += 1;
+        let response = dynamodb
+            .batch_get_item()
+            .request_items(&settings.table, request.clone())
+            .send()
+            .await
+            .map_err(|e| BackfillError::Table {
                 table: settings.table.clone(),
-                attempts: 0,
+                source: Box::new(e),
             })?;
-        let retry = Backoff::default();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            summary.table_requests += 1;
-            let response = dynamodb
-                .batch_get_item()
-                .request_items(&settings.table, request.clone())
-                .send()
-                .await
-                .map_err(|e| BackfillError::Table {
-                    table: settings.table.clone(),
-                    source: Box::new(e),
-                })?;
-            for item in response
-                .responses()
-                .and_then(|r| r.get(&settings.table))
-                .into_iter()
-                .flatten()
-            {
-                let Some(key) = item
-                    .get(PARTITION_KEY)
-                    .and_then(|u| u.as_s().ok())
-                    .and_then(|u| u.strip_prefix(&prefix))
-                else {
-                    continue;
-                };
-                if let Some(stored) = stored_of(item) {
-                    out.insert(key.to_owned(), stored);
-                }
+        for item in response
+            .responses()
+            .and_then(|r| r.get(&settings.table))
+            .into_iter()
+            .flatten()
+        {
+            let Some(key) = item
+                .get(PARTITION_KEY)
+                .and_then(|u| u.as_s().ok())
+                .and_then(|u| u.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            if let Some(stored) = stored_of(item) {
+                out.insert(key.to_owned(), stored);
             }
-            match response
-                .unprocessed_keys()
-                .and_then(|u| u.get(&settings.table))
-                .filter(|k| !k.keys().is_empty())
-            {
-                None => break,
-                Some(left) if retry.retries_after(attempt) => {
-                    request = left.clone();
-                    tokio::time::sleep(retry.delay(attempt)).await;
-                }
-                Some(_) => {
-                    return Err(BackfillError::Unprocessed {
-                        table: settings.table.clone(),
-                        attempts: attempt,
-                    })
-                }
+        }
+        match response
+            .unprocessed_keys()
+            .and_then(|u| u.get(&settings.table))
+            .filter(|k| !k.keys().is_empty())
+        {
+            None => return Ok((out, requests)),
+            Some(left) if retry.retries_after(attempt) => {
+                request = left.clone();
+                tokio::time::sleep(retry.delay(attempt)).await;
+            }
+            Some(_) => {
+                return Err(BackfillError::Unprocessed {
+                    table: settings.table.clone(),
+                    attempts: attempt,
+                })
             }
         }
     }
-    Ok(out)
 }
 
 /// The decision's view of an item; `None` for an item that is no record.

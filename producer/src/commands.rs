@@ -116,6 +116,20 @@ pub async fn backfill(sdk: &aws_config::SdkConfig, args: BackfillArgs) -> anyhow
         .await
         .with_context(|| format!("backfill of s3://{}/{} stopped", args.bucket, args.prefix))?;
     bar.finish_and_clear();
+    tracing::info!(
+        listed = summary.listed,
+        new = summary.new,
+        changed = summary.changed,
+        labeled = summary.labeled,
+        stale = summary.stale,
+        failed = summary.failed,
+        selected = summary.selected,
+        enqueued = summary.enqueued,
+        list_requests = summary.list_pages,
+        table_requests = summary.table_requests,
+        send_requests = summary.send_requests,
+        "backfill finished"
+    );
     let what = if args.dry_run {
         "backfill (dry run, nothing sent)"
     } else {

@@ -21,6 +21,8 @@ pub struct EnqueueSummary {
     pub enqueued: u64,
     /// Jobs that could not be sent after retries.
     pub failed: u64,
+    /// `SendMessageBatch` requests made, retries included.
+    pub requests: u64,
 }
 
 impl std::fmt::Display for EnqueueSummary {
@@ -75,27 +77,31 @@ impl Sender {
     /// Sends `jobs`; returns how many were accepted and how many failed.
     pub async fn send_all(&self, jobs: Vec<Job>, progress: &ProgressBar) -> EnqueueSummary {
         let batches: Vec<Vec<Job>> = jobs.chunks(BATCH).map(<[Job]>::to_vec).collect();
-        let results: Vec<(u64, u64)> = stream::iter(batches)
+        let results: Vec<(u64, u64, u64)> = stream::iter(batches)
             .map(|batch| async move {
                 let n = batch.len() as u64;
-                let failed = self.send_batch(batch).await;
+                let (failed, requests) = self.send_batch(batch).await;
                 progress.inc(n);
-                (n - failed, failed)
+                (n - failed, failed, requests)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        let (enqueued, failed) = results.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
-        EnqueueSummary {
-            listed: 0,
-            enqueued,
-            failed,
-        }
+        results.iter().fold(
+            EnqueueSummary::default(),
+            |s, &(enqueued, failed, requests)| EnqueueSummary {
+                listed: 0,
+                enqueued: s.enqueued + enqueued,
+                failed: s.failed + failed,
+                requests: s.requests + requests,
+            },
+        )
     }
 
     /// Sends up to 10 jobs, retrying (docsort's [`Backoff`]) the entries and
-    /// requests that failed on SQS's side; returns the number not sent.
-    async fn send_batch(&self, mut pending: Vec<Job>) -> u64 {
+    /// requests that failed on SQS's side; returns the number not sent and
+    /// the requests made.
+    async fn send_batch(&self, mut pending: Vec<Job>) -> (u64, u64) {
         let retry = Backoff::default();
         let mut rejected = 0u64;
         let mut attempt = 0;
@@ -146,7 +152,7 @@ impl Sender {
                             error = &e.0 as &dyn std::error::Error,
                             "queue refused the batch"
                         );
-                        return rejected + pending.len() as u64;
+                        return (rejected + pending.len() as u64, u64::from(attempt));
                     }
                     tracing::warn!(
                         error = &e.0 as &dyn std::error::Error,
@@ -157,11 +163,11 @@ impl Sender {
                 }
             }
             if again.is_empty() {
-                return rejected;
+                return (rejected, u64::from(attempt));
             }
             if !retry.retries_after(attempt) {
                 tracing::error!(jobs = again.len(), attempts = attempt, "giving up on jobs");
-                return rejected + again.len() as u64;
+                return (rejected + again.len() as u64, u64::from(attempt));
             }
             pending = again;
             tokio::time::sleep(retry.delay(attempt)).await;
