@@ -479,7 +479,7 @@ impl TestEnv {
             shutdown_grace: Duration::from_secs(30),
             metrics_namespace: None,
             daily_budget_usd: None,
-            budget_refresh: Duration::from_secs(10),
+            budget_refresh: Duration::ZERO,
             max_object_bytes: 64 * 1024 * 1024,
             extract: Limits {
                 timeout: Duration::from_secs(30),

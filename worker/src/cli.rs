@@ -251,8 +251,10 @@ pub struct RunArgs {
     /// (messages stay queued) until the next UTC day. Unset: no cap.
     #[arg(long, env = "DOCSORT_DAILY_BUDGET_USD", value_parser = budget)]
     pub daily_budget_usd: Option<f64>,
-    /// Seconds the known daily total may be old before a receive reads it again.
-    #[arg(long, env = "DOCSORT_BUDGET_REFRESH_SECS", default_value_t = 10)]
+    /// Seconds the known daily total may be old before a receive reads it again
+    /// (0: read before every receive, one GetItem; this keeps spend after the
+    /// cap within one document per slot).
+    #[arg(long, env = "DOCSORT_BUDGET_REFRESH_SECS", default_value_t = 0)]
     pub budget_refresh_secs: u64,
     /// Classification settings.
     #[command(flatten)]
