@@ -193,22 +193,7 @@ async fn scan_segment(
     let mut report = Report::default();
     let mut start: Option<HashMap<String, AttributeValue>> = None;
     loop {
-        let mut scan = dynamodb
-            .scan()
-            .table_name(&query.table)
-            .segment(segment)
-            .total_segments(segments)
-            .set_limit(query.page_size)
-            .set_exclusive_start_key(start.take());
-        if let Some(since) = query.since_value() {
-            scan = scan
-                .filter_expression("classified_at >= :since")
-                .expression_attribute_values(":since", since);
-        }
-        let page = scan.send().await.map_err(|e| TableError::Scan {
-            table: query.table.clone(),
-            source: Box::new(e),
-        })?;
+        let page = scan_page(dynamodb, query, Some((segment, segments)), start.take()).await?;
         for item in page.items() {
             let record =
                 LabelRecord::from_item(item.clone()).map_err(|source| TableError::Record {
@@ -223,6 +208,32 @@ async fn scan_segment(
             _ => return Ok(report),
         }
     }
+}
+
+/// One page of a scan of `query`'s records (of one `(segment, total)` of a
+/// parallel scan, when given), from `start`.
+async fn scan_page(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    query: &TableQuery,
+    segment: Option<(i32, i32)>,
+    start: Option<HashMap<String, AttributeValue>>,
+) -> Result<aws_sdk_dynamodb::operation::scan::ScanOutput, TableError> {
+    let mut scan = dynamodb
+        .scan()
+        .table_name(&query.table)
+        .set_segment(segment.map(|(s, _)| s))
+        .set_total_segments(segment.map(|(_, n)| n))
+        .set_limit(query.page_size)
+        .set_exclusive_start_key(start);
+    if let Some(since) = query.since_value() {
+        scan = scan
+            .filter_expression("classified_at >= :since")
+            .expression_attribute_values(":since", since);
+    }
+    scan.send().await.map_err(|e| TableError::Scan {
+        table: query.table.clone(),
+        source: Box::new(e),
+    })
 }
 
 /// Where export writes.
@@ -362,20 +373,7 @@ pub async fn export(
                 (page.items, page.last_evaluated_key)
             }
             None => {
-                let mut scan = dynamodb
-                    .scan()
-                    .table_name(&query.table)
-                    .set_limit(query.page_size)
-                    .set_exclusive_start_key(start.take());
-                if let Some(since) = query.since_value() {
-                    scan = scan
-                        .filter_expression("classified_at >= :since")
-                        .expression_attribute_values(":since", since);
-                }
-                let page = scan.send().await.map_err(|e| TableError::Scan {
-                    table: query.table.clone(),
-                    source: Box::new(e),
-                })?;
+                let page = scan_page(dynamodb, query, None, start.take()).await?;
                 (page.items, page.last_evaluated_key)
             }
         };
