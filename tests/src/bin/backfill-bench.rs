@@ -1,9 +1,11 @@
 //! The nightly backfill at scale, on moto: a prefix of N objects (default
 //! 20,000), 90% already labeled under the current label version, then the
 //! real `docsort-producer backfill` binary run over it. Prints objects per
-//! second, requests by kind and the producer's peak memory.
+//! second, requests by kind and the producer's peak memory. With TABLE_ITEMS,
+//! the labels table is then filled to that many records and `report` and
+//! `export` are timed over it, with their peak memory.
 //!
-//! `cargo build --release --workspace --bins && cargo run --release -p docsort-tests --bin backfill-bench -- [OBJECTS]`
+//! `cargo build --workspace --bins && target/debug/backfill-bench [OBJECTS [TABLE_ITEMS]]`
 //! (needs `.venv` from `scripts/test`). The figures are in docs/benchmarks.md.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
@@ -29,6 +31,11 @@ async fn main() {
         .nth(1)
         .map(|n| n.parse().expect("OBJECTS is a number"))
         .unwrap_or(20_000);
+    // Records in the table for the report and export runs (0: none).
+    let table_items: usize = std::env::args()
+        .nth(2)
+        .map(|n| n.parse().expect("TABLE_ITEMS is a number"))
+        .unwrap_or(0);
     let labeled = objects * 9 / 10;
     let env = TestEnv::new("scale", |_| Reply::Answer("invoice".into())).await;
     let version = env.label_version();
@@ -104,10 +111,131 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let (out, elapsed, peak_kib) = run_measured(
+        &env,
+        &[
+            "backfill",
+            "--bucket",
+            &env.bucket,
+            "--prefix",
+            "archive/",
+            "--table",
+            &env.table,
+            "--queue-url",
+            &env.queue_url,
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let finished: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "backfill finished")
+        .expect("the producer's closing log line");
+    let f = &finished["fields"];
+    println!("{}", stdout.trim());
+    println!(
+        "backfill over {objects} objects: {:.1} s, {:.0} objects/s, peak memory {:.1} MiB",
+        elapsed.as_secs_f64(),
+        objects as f64 / elapsed.as_secs_f64(),
+        peak_kib as f64 / 1024.0
+    );
+    println!(
+        "requests: ListObjectsV2 {} | BatchGetItem {} | SendMessageBatch {}",
+        f["list_requests"], f["table_requests"], f["send_requests"]
+    );
+    assert_eq!(f["enqueued"], objects as u64 - labeled as u64);
+
+    if table_items > labeled {
+        table_run(&env, labeled, table_items).await;
+    }
+}
+
+/// Fills the labels table up to `items` records, then times `report` and
+/// `export` over it with their peak memory.
+async fn table_run(env: &TestEnv, from: usize, items: usize) {
+    let started = Instant::now();
+    let slots = Arc::new(Semaphore::new(32));
+    let mut tasks = JoinSet::new();
+    let all: Vec<usize> = (from..items).collect();
+    for chunk in all.chunks(25) {
+        let requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|&i| {
+                let key = format!("table-only/{i:07}.pdf");
+                let mut r = LabelRecord::new(
+                    docsort_schema::record::uri(&env.bucket, &key),
+                    env.bucket.clone(),
+                    key,
+                    "v".into(),
+                    Source::Backfill,
+                    Outcome::Labeled {
+                        label: ["invoice", "receipt", "report"][i % 3].into(),
+                    },
+                );
+                r.cost_usd = Some(0.0008);
+                let item: HashMap<String, AttributeValue> = r.to_item().unwrap().into();
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        let (dynamodb, table, slots) = (env.dynamodb.clone(), env.table.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await.unwrap();
+            dynamodb
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .expect("batch write");
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "table setup: {items} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let out_file = std::env::temp_dir().join(format!("docsort-bench-{}.jsonl", std::process::id()));
+    let out_path = out_file.display().to_string();
+    for args in [
+        vec!["report", "--table", &env.table],
+        vec!["export", "--table", &env.table, "--out", &out_path],
+        vec![
+            "export", "--table", &env.table, "--label", "invoice", "--out", &out_path,
+        ],
+    ] {
+        let (out, elapsed, peak_kib) = run_measured(env, &args).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let first = stdout.lines().next().unwrap_or("");
+        println!(
+            "{}: {:.1} s, peak memory {:.1} MiB ({first})",
+            args.join(" ")
+                .replace(&env.table, "TABLE")
+                .replace(&out_path, "OUT.jsonl"),
+            elapsed.as_secs_f64(),
+            peak_kib as f64 / 1024.0
+        );
+    }
+    std::fs::remove_file(&out_file).ok();
+}
+
+/// Runs `docsort-producer ARGS` against the test's stand-ins: its output,
+/// wall time and own peak resident memory (KiB).
+async fn run_measured(
+    env: &TestEnv,
+    args: &[&str],
+) -> (std::process::Output, std::time::Duration, u64) {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(built_binary("docsort-producer"))
-        .args(["backfill", "--bucket", &env.bucket, "--prefix", "archive/"])
-        .args(["--table", &env.table, "--queue-url", &env.queue_url])
+        .args(args)
         .envs(env.child_env())
         .env("DOCSORT_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
@@ -152,25 +280,5 @@ async fn main() {
         stdout: out_bytes,
         stderr: err_bytes,
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let finished: serde_json::Value = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "backfill finished")
-        .expect("the producer's closing log line");
-    let f = &finished["fields"];
-    println!("{}", stdout.trim());
-    println!(
-        "backfill over {objects} objects: {:.1} s, {:.0} objects/s, peak memory {:.1} MiB",
-        elapsed.as_secs_f64(),
-        objects as f64 / elapsed.as_secs_f64(),
-        peak_kib as f64 / 1024.0
-    );
-    println!(
-        "requests: ListObjectsV2 {} | BatchGetItem {} | SendMessageBatch {}",
-        f["list_requests"], f["table_requests"], f["send_requests"]
-    );
-    assert_eq!(f["enqueued"], objects as u64 - labeled as u64);
+    (out, elapsed, peak_kib)
 }

@@ -92,12 +92,23 @@ async fn two_workers_stop_at_a_shared_budget_and_finish_after_a_raise() {
         .values()
         .map(|i| i.cost_usd.expect("a cost"))
         .collect();
+    let paid: f64 = costs.iter().sum();
     let spent = spent_today(&env).await;
     let max_cost = costs.iter().copied().fold(0.0, f64::max);
+    // Every paid answer was added to the counter, on the wire. moto applies
+    // concurrent `ADD`s without a lock and can lose one under load (measured:
+    // 398 of 400 from 8 threads), where DynamoDB's ADD is atomic; so the
+    // counter may fall short of the records' sum here, never exceed it.
     assert!(
-        (spent - costs.iter().sum::<f64>()).abs() < 1e-6,
-        "the counter is the sum of the records' costs"
+        env.writes.count(&env.state_table, "UpdateItem") >= labeled as u64,
+        "one counter update per paid answer"
     );
+    assert!(
+        spent <= paid + 1e-6,
+        "the counter ({spent}) never counts more than was paid ({paid})"
+    );
+    assert!(spent >= BUDGET_USD, "the workers stopped at the budget");
+    // What the workers saw stays within one document per slot of the budget.
     assert!(
         spent <= BUDGET_USD + SLOTS as f64 * max_cost,
         "spent {spent} over budget {BUDGET_USD} by more than one document per slot ({max_cost} each)"
@@ -107,7 +118,7 @@ async fn two_workers_stop_at_a_shared_budget_and_finish_after_a_raise() {
         "{run_a:?} {run_b:?}"
     );
     eprintln!(
-        "budget {BUDGET_USD}: spent {spent:.6} on {labeled} documents ({max_cost:.6} at most each), {} left queued",
+        "budget {BUDGET_USD}: counter {spent:.6}, paid {paid:.6} for {labeled} documents ({max_cost:.6} at most each), {} left queued",
         DOCS - labeled
     );
 
