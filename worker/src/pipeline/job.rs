@@ -148,41 +148,32 @@ impl Worker {
         let mut disposition = Disposition::Delete;
         for job in &jobs {
             let uri = &job.uri();
-            let event = match self.process(job, message_id).await {
-                Ok(JobOutcome::Labeled(label)) => {
-                    self.metrics.emit(Event::Labeled {
-                        message_id,
-                        uri,
-                        label: &label,
-                    });
-                    continue;
-                }
-                Ok(JobOutcome::Failed(reason)) => {
-                    self.metrics.emit(Event::Failed {
-                        message_id,
-                        uri,
-                        reason: &reason,
-                    });
-                    continue;
-                }
+            let result = self.process(job, message_id).await;
+            let event = match &result {
+                Ok(JobOutcome::Labeled(label)) => Event::Labeled {
+                    message_id,
+                    uri,
+                    label,
+                },
+                Ok(JobOutcome::Failed(reason)) => Event::Failed {
+                    message_id,
+                    uri,
+                    reason,
+                },
                 Ok(JobOutcome::AlreadyLabeled) => Event::Skipped { message_id, uri },
                 Ok(JobOutcome::Superseded) => Event::Superseded { message_id, uri },
-                Ok(JobOutcome::Deferred) => {
-                    disposition = Disposition::Leave;
-                    Event::Deferred { message_id, uri }
-                }
-                Err(error) => {
-                    disposition = Disposition::Leave;
-                    self.metrics.emit(Event::Retried {
-                        message_id,
-                        uri,
-                        receive_count,
-                        error: &error,
-                        retryable: error.is_retryable(),
-                    });
-                    continue;
-                }
+                Ok(JobOutcome::Deferred) => Event::Deferred { message_id, uri },
+                Err(error) => Event::Retried {
+                    message_id,
+                    uri,
+                    receive_count,
+                    error,
+                    retryable: error.is_retryable(),
+                },
             };
+            if matches!(result, Ok(JobOutcome::Deferred) | Err(_)) {
+                disposition = Disposition::Leave;
+            }
             self.metrics.emit(event);
         }
         disposition
