@@ -28,17 +28,20 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 5 attempts, delays capped at 0.4 s, 0.8 s, 1.6 s, 3.2 s (at most 20 s).
+    /// [`Backoff::STANDARD`].
     fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(400),
-            max: Duration::from_secs(20),
-            attempts: 5,
-        }
+        Backoff::STANDARD
     }
 }
 
 impl Backoff {
+    /// 5 attempts, delays capped at 0.4 s, 0.8 s, 1.6 s, 3.2 s (at most 20 s).
+    pub const STANDARD: Backoff = Backoff {
+        base: Duration::from_millis(400),
+        max: Duration::from_secs(20),
+        attempts: 5,
+    };
+
     /// The same delays with `attempts` attempts in all.
     pub fn with_attempts(self, attempts: u32) -> Self {
         Backoff {

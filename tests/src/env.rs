@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, PutRequest, ScalarAttributeType, WriteRequest,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -327,6 +327,44 @@ impl TestEnv {
             .send()
             .await
             .expect("put object");
+    }
+
+    /// Writes `records` straight into the labels table, as workers would
+    /// have: `BatchWriteItem`s of 25, up to 32 at once.
+    pub async fn store(&self, records: Vec<LabelRecord>) {
+        let mut batches = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(32));
+        for chunk in records.chunks(25) {
+            let requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|r| {
+                    let item: HashMap<String, AttributeValue> =
+                        r.to_item().expect("a record is an item").into();
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(item))
+                                .build()
+                                .expect("put request"),
+                        )
+                        .build()
+                })
+                .collect();
+            let (dynamodb, table, slots) =
+                (self.dynamodb.clone(), self.table.clone(), slots.clone());
+            batches.spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("semaphore open");
+                dynamodb
+                    .batch_write_item()
+                    .request_items(table, requests)
+                    .send()
+                    .await
+                    .expect("batch write");
+            });
+        }
+        while let Some(done) = batches.join_next().await {
+            done.expect("batch write task");
+        }
     }
 
     /// The record for `key`, if any.

@@ -305,7 +305,6 @@ impl Metrics {
 
 /// What a run did, logged when it ends (see [`Metrics`] for each count).
 #[derive(Debug, Clone, Default, PartialEq)]
-#[allow(missing_docs)]
 pub struct Summary {
     pub labeled: u64,
     pub failed: u64,

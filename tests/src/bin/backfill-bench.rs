@@ -10,11 +10,9 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use docsort_schema::{LabelRecord, Outcome, Source};
 use docsort_tests::bedrock::Reply;
 use docsort_tests::env::{built_binary, TestEnv};
@@ -63,7 +61,7 @@ async fn main() {
         let (i, etag) = done.unwrap();
         etags[i] = etag;
     }
-    let records: Vec<HashMap<String, AttributeValue>> = (0..labeled)
+    let records = (0..labeled)
         .map(|i| {
             let mut r = LabelRecord::new(
                 docsort_schema::record::uri(&env.bucket, &key(i)),
@@ -76,36 +74,10 @@ async fn main() {
                 },
             );
             r.etag = Some(etags[i].clone());
-            r.to_item().unwrap().into()
+            r
         })
         .collect();
-    let mut tasks = JoinSet::new();
-    for chunk in records.chunks(25) {
-        let (dynamodb, table, slots) = (env.dynamodb.clone(), env.table.clone(), slots.clone());
-        let requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|item| {
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item.clone()))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-            })
-            .collect();
-        tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await.unwrap();
-            dynamodb
-                .batch_write_item()
-                .request_items(table, requests)
-                .send()
-                .await
-                .expect("batch write");
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+    env.store(records).await;
     println!(
         "setup: {objects} objects, {labeled} labeled, in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -157,43 +129,24 @@ async fn main() {
 /// `export` over it with their peak memory.
 async fn table_run(env: &TestEnv, from: usize, items: usize) {
     let started = Instant::now();
-    let slots = Arc::new(Semaphore::new(32));
-    let mut tasks = JoinSet::new();
-    let all: Vec<usize> = (from..items).collect();
-    for chunk in all.chunks(25) {
-        let requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|&i| {
-                let key = format!("table-only/{i:07}.pdf");
-                let mut r = LabelRecord::new(
-                    docsort_schema::record::uri(&env.bucket, &key),
-                    env.bucket.clone(),
-                    key,
-                    "v".into(),
-                    Source::Backfill,
-                    Outcome::Labeled {
-                        label: ["invoice", "receipt", "report"][i % 3].into(),
-                    },
-                );
-                r.cost_usd = Some(0.0008);
-                let item: HashMap<String, AttributeValue> = r.to_item().unwrap().into();
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
-                    .build()
-            })
-            .collect();
-        let (dynamodb, table, slots) = (env.dynamodb.clone(), env.table.clone(), slots.clone());
-        tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await.unwrap();
-            dynamodb
-                .batch_write_item()
-                .request_items(table, requests)
-                .send()
-                .await
-                .expect("batch write");
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+    let records = (from..items)
+        .map(|i| {
+            let key = format!("table-only/{i:07}.pdf");
+            let mut r = LabelRecord::new(
+                docsort_schema::record::uri(&env.bucket, &key),
+                env.bucket.clone(),
+                key,
+                "v".into(),
+                Source::Backfill,
+                Outcome::Labeled {
+                    label: ["invoice", "receipt", "report"][i % 3].into(),
+                },
+            );
+            r.cost_usd = Some(0.0008);
+            r
+        })
+        .collect();
+    env.store(records).await;
     println!(
         "table setup: {items} records in {:.1} s",
         started.elapsed().as_secs_f64()

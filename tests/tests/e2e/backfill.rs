@@ -11,7 +11,7 @@ use docsort_tests::env::TestEnv;
 use indicatif::ProgressBar;
 use tokio::task::JoinSet;
 
-use crate::common::{answer, pdf, store};
+use crate::common::{answer, pdf};
 
 /// More than one listing page.
 const OBJECTS: usize = 1_010;
@@ -149,7 +149,7 @@ async fn backfill_enqueues_only_what_needs_a_label() {
         &current,
         Outcome::failed(FailureReason::NotPdf, "No."),
     );
-    store(&env, records).await;
+    env.store(records).await;
     // 5 is overwritten after it was labeled.
     env.put(&key(5), pdf(&["Document 5, second version"])).await;
     let new: BTreeSet<String> = (LABELED..OBJECTS).map(key).collect();

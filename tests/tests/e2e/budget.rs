@@ -4,53 +4,33 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use docsort_schema::{Job, Source, Status};
+use docsort_schema::Status;
 use docsort_tests::env::TestEnv;
 use docsort_tests::wait;
-use docsort_worker::pipeline::budget::counter_key;
+use docsort_worker::pipeline::budget::Budget;
 
-use crate::common::{answer, pdf, wait_for_empty_queue, DEADLINE};
+use crate::common::{answer, queue_invoices, wait_for_empty_queue, DEADLINE};
 
 const DOCS: usize = 40;
 const BUDGET_USD: f64 = 0.002;
 /// Two workers with two slots each.
 const SLOTS: usize = 4;
 
-/// Today's total in the state table, in USD.
+/// Today's total in the state table, in USD, read as the workers read it.
 async fn spent_today(env: &TestEnv) -> f64 {
-    let out = env
-        .dynamodb
-        .get_item()
-        .table_name(&env.state_table)
-        .key(
-            "pk",
-            AttributeValue::S(counter_key(chrono::Utc::now().date_naive())),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get counter");
-    out.item()
-        .and_then(|i| i.get("spent_nano_usd"))
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0.0, |n| n as f64 / 1e9)
+    let budget = Budget::new(
+        env.dynamodb.clone(),
+        env.state_table.clone(),
+        BUDGET_USD,
+        Duration::ZERO,
+    );
+    budget.spent_today().await.expect("read the counter") as f64 / 1e9
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_stop_at_a_shared_budget_and_finish_after_a_raise() {
     let env = TestEnv::new("budget", |_| answer("invoice")).await;
-    for i in 0..DOCS {
-        let key = format!("spend/{i:02}.pdf");
-        env.put(
-            &key,
-            pdf(&["INVOICE", &format!("Number {i}, total 10.00 EUR")]),
-        )
-        .await;
-        env.send(&Job::new(&env.bucket, &key, Source::Manual).to_body())
-            .await;
-    }
+    queue_invoices(&env, "spend/", DOCS).await;
     let capped = |s: &mut docsort_worker::pipeline::RunSettings| {
         s.concurrency = SLOTS / 2;
         s.daily_budget_usd = Some(BUDGET_USD);

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use docsort_schema::LabelRecord;
+use docsort_schema::{Job, LabelRecord, Source};
 use docsort_tests::bedrock::Reply;
 use docsort_tests::env::TestEnv;
 use docsort_tests::wait;
@@ -30,29 +29,16 @@ pub async fn wait_for_empty_queue(env: &TestEnv) {
     .await;
 }
 
-/// Writes `records` straight into the labels table (as workers would have).
-pub async fn store(env: &TestEnv, records: Vec<LabelRecord>) {
-    for chunk in records.chunks(25) {
-        let requests = chunk
-            .iter()
-            .map(|r| {
-                let item: std::collections::HashMap<String, AttributeValue> =
-                    r.to_item().expect("item").into();
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .expect("put"),
-                    )
-                    .build()
-            })
-            .collect();
-        env.dynamodb
-            .batch_write_item()
-            .request_items(&env.table, requests)
-            .send()
-            .await
-            .expect("batch write");
+/// Uploads `n` small invoices under `prefix` and queues a manual job for each.
+pub async fn queue_invoices(env: &TestEnv, prefix: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}{i:02}.pdf");
+        env.put(
+            &key,
+            pdf(&["INVOICE", &format!("Number {i}, total 10.00 EUR")]),
+        )
+        .await;
+        env.send(&Job::new(&env.bucket, &key, Source::Manual).to_body())
+            .await;
     }
 }

@@ -14,7 +14,7 @@ use docsort_worker::extract::extract;
 use docsort_worker::offline::samples::text_pdf;
 use indicatif::ProgressBar;
 
-use crate::common::{answer, pdf, wait_for_empty_queue, wait_for_item, DEADLINE};
+use crate::common::{answer, pdf, queue_invoices, wait_for_empty_queue, wait_for_item, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
@@ -104,10 +104,7 @@ async fn backfill_over_corpus_labels_every_pdf_with_its_own_answer() {
         let item = &items[key];
         assert_eq!(item.uri, format!("s3://{}/{key}", env.bucket));
         assert_eq!(item.source, Source::Backfill);
-        assert_eq!(
-            item.prompt_version,
-            prompt.label_version(docsort_tests::env::MODEL_ID, 2000, b"")
-        );
+        assert_eq!(item.prompt_version, env.label_version());
         match want {
             Ok(label) => {
                 labeled += 1;
@@ -406,16 +403,7 @@ async fn documents_that_are_not_readable_pdfs_fail_with_their_reason() {
 async fn one_labels_table_write_per_labeled_document() {
     const DOCS: u64 = 10;
     let env = TestEnv::new("writes", |_| answer("invoice")).await;
-    for i in 0..DOCS {
-        let key = format!("writes/{i}.pdf");
-        env.put(
-            &key,
-            pdf(&["INVOICE", &format!("Number {i}, total 10.00 EUR")]),
-        )
-        .await;
-        env.send(&Job::new(&env.bucket, &key, Source::Manual).to_body())
-            .await;
-    }
+    queue_invoices(&env, "writes/", DOCS as usize).await;
     let worker = env.start_worker().await;
     docsort_tests::wait::until("every document labeled", DEADLINE, || async {
         let items = env.items().await;

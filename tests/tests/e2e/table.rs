@@ -8,7 +8,7 @@ use docsort_producer::table::{export, report, TableQuery};
 use docsort_schema::{FailureReason, LabelRecord, Outcome, Source};
 use docsort_tests::env::TestEnv;
 
-use crate::common::{answer, store};
+use crate::common::answer;
 
 const RECORDS: usize = 230;
 const LABELS: [&str; 3] = ["invoice", "receipt", "contract"];
@@ -61,7 +61,7 @@ fn read_jsonl(path: &std::path::Path) -> BTreeSet<String> {
 async fn report_and_export_agree_with_the_table() {
     let env = TestEnv::new("table", |_| answer("invoice")).await;
     let all = records(&env);
-    store(&env, all.clone()).await;
+    env.store(all.clone()).await;
     let query = TableQuery {
         table: env.table.clone(),
         since: None,

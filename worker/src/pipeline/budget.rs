@@ -169,12 +169,6 @@ impl Budget {
         seen.read_at = Some(tokio::time::Instant::now());
     }
 
-    /// Whether today's known total has reached the budget.
-    fn exhausted(&self, day: NaiveDate) -> bool {
-        let seen = self.seen.lock().expect("budget lock");
-        seen.day == Some(day) && seen.spent >= self.limit
-    }
-
     fn stale(&self, day: NaiveDate) -> bool {
         let seen = self.seen.lock().expect("budget lock");
         seen.day != Some(day) || seen.read_at.is_none_or(|t| t.elapsed() >= self.refresh)
@@ -200,15 +194,15 @@ impl Budget {
                     }
                 }
             }
-            if !self.exhausted(day) {
-                return;
-            }
-            let first = {
+            // Today's spend, the first time it is seen at or over the budget.
+            let newly_reached = {
                 let mut seen = self.seen.lock().expect("budget lock");
-                !std::mem::replace(&mut seen.reported, true)
+                if seen.day != Some(day) || seen.spent < self.limit {
+                    return;
+                }
+                (!std::mem::replace(&mut seen.reported, true)).then_some(seen.spent)
             };
-            if first {
-                let spent = self.seen.lock().expect("budget lock").spent;
+            if let Some(spent) = newly_reached {
                 metrics.emit(Event::BudgetReached {
                     spent_usd: spent as f64 / 1e9,
                     budget_usd: self.limit as f64 / 1e9,

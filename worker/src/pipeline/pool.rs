@@ -291,9 +291,8 @@ async fn delete_finished(
 /// The receive loop's delays: docsort's backoff, retried for as long as the
 /// worker runs (the attempt count only grows the delay up to its cap).
 const RECEIVE_BACKOFF: Backoff = Backoff {
-    base: Duration::from_millis(400),
-    max: Duration::from_secs(20),
     attempts: u32::MAX,
+    ..Backoff::STANDARD
 };
 
 /// A failed receive.
