@@ -17,5 +17,5 @@ pub mod taxonomy;
 
 pub use message::{Delivery, Job, MessageError};
 pub use prompt::{AnswerError, Prompt};
-pub use record::{FailureReason, LabelRecord, Outcome, RecordError, Source, Status};
+pub use record::{FailureReason, LabelRecord, Outcome, RecordError, Source, Status, TextSource};
 pub use taxonomy::{Category, Taxonomy, TaxonomyError};

@@ -105,6 +105,16 @@ impl Prompt {
         format!("{OPEN}\n{body}\n{CLOSE}\nCategory:")
     }
 
+    /// The user turn's question after the first page's image, for a document
+    /// without a text layer (the image block comes first in the same turn).
+    pub fn image_message(&self) -> String {
+        format!(
+            "This document has no text layer: the image above is its first page. \
+             Which category is it? Answer with exactly one word from: {}.",
+            self.taxonomy.names()
+        )
+    }
+
     /// The follow-up turn after an answer that was not a category.
     pub fn reask(&self) -> String {
         format!(

@@ -157,6 +157,8 @@ pub enum FailureReason {
     Timeout,
     /// The model twice answered with something outside the taxonomy.
     UnparseableAnswer,
+    /// The Bedrock guardrail intervened (its policy is in `detail`); no label.
+    Blocked,
     /// A code written by a newer docsort.
     Other(String),
 }
@@ -173,6 +175,7 @@ impl FailureReason {
             FailureReason::Malformed => "malformed",
             FailureReason::Timeout => "timeout",
             FailureReason::UnparseableAnswer => "unparseable_answer",
+            FailureReason::Blocked => "blocked",
             FailureReason::Other(code) => code,
         }
     }
@@ -189,6 +192,7 @@ impl From<String> for FailureReason {
             "malformed" => FailureReason::Malformed,
             "timeout" => FailureReason::Timeout,
             "unparseable_answer" => FailureReason::UnparseableAnswer,
+            "blocked" => FailureReason::Blocked,
             _ => FailureReason::Other(code),
         }
     }
@@ -203,6 +207,29 @@ impl From<FailureReason> for String {
 impl std::fmt::Display for FailureReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where the text a model read came from (the record's `text_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextSource {
+    /// The PDF's own text layer.
+    TextLayer,
+    /// The first page rendered as an image, read by the model itself.
+    PageImage,
+    /// The first page rendered and read by OCR (Tesseract).
+    Ocr,
+}
+
+impl TextSource {
+    /// The stored value, e.g. `page_image`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextSource::TextLayer => "text_layer",
+            TextSource::PageImage => "page_image",
+            TextSource::Ocr => "ocr",
+        }
     }
 }
 
@@ -256,6 +283,11 @@ pub struct LabelRecord {
     /// Characters of text extraction produced (before the prompt's cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_chars: Option<u64>,
+    /// What the model read: the text layer, the first page's image, or OCR
+    /// text (absent when no model was asked, and on records written before
+    /// docsort read scans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_source: Option<TextSource>,
     /// When this record was written (RFC 3339 UTC, milliseconds).
     #[serde(with = "timestamp")]
     pub classified_at: DateTime<Utc>,
@@ -300,6 +332,7 @@ impl LabelRecord {
             cost_usd: None,
             pages: None,
             text_chars: None,
+            text_source: None,
             classified_at: chrono::Utc::now(),
             source,
             attempts: 0,

@@ -36,8 +36,32 @@ pub struct Call {
     pub document: String,
     /// `inferenceConfig` as sent.
     pub inference_config: Value,
+    /// The image blocks of the first user turn, decoded.
+    pub images: Vec<SeenImage>,
+    /// `guardrailConfig` as sent (`Null` without one).
+    pub guardrail: Value,
     /// When it arrived.
     pub at: Instant,
+}
+
+/// An image block as the stand-in received it (already validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenImage {
+    /// `png`, `jpeg`, `gif` or `webp`.
+    pub format: String,
+    /// Decoded size in bytes.
+    pub bytes: usize,
+    /// Pixel width.
+    pub width: u32,
+    /// Pixel height.
+    pub height: u32,
+}
+
+impl SeenImage {
+    /// Input tokens Claude bills for this image: about width x height / 750.
+    pub fn tokens(&self) -> usize {
+        (self.width as usize * self.height as usize).div_ceil(750)
+    }
 }
 
 /// What the stand-in answers.
@@ -49,6 +73,11 @@ pub enum Reply {
     Throttle,
     /// HTTP 503 ServiceUnavailableException.
     Unavailable,
+    /// The request's guardrail intervenes (`stopReason: guardrail_intervened`),
+    /// its trace naming this content filter type (e.g. `PROMPT_ATTACK`). A
+    /// request without a guardrail cannot be intervened on: that is recorded
+    /// as a fidelity error and fails the test.
+    Intervene(String),
     /// The inner reply, after a delay.
     After(Duration, Box<Reply>),
 }
@@ -178,6 +207,10 @@ async fn converse(
                 .collect()
         })
         .unwrap_or_default();
+    let images = body["messages"][0]["content"]
+        .as_array()
+        .map(|blocks| blocks.iter().filter_map(seen_image).collect())
+        .unwrap_or_default();
     let call = Call {
         model_id,
         system: texts(body.get("system")),
@@ -187,18 +220,46 @@ async fn converse(
             .unwrap_or_default(),
         turns,
         inference_config: body.get("inferenceConfig").cloned().unwrap_or(Value::Null),
+        images,
+        guardrail: body.get("guardrailConfig").cloned().unwrap_or(Value::Null),
         at: Instant::now(),
     };
     let mut reply = (shared.script)(&call);
-    let input_chars = call.system.len() + call.turns.iter().map(|(_, t)| t.len()).sum::<usize>();
+    let input_tokens = (call.system.len() + call.turns.iter().map(|(_, t)| t.len()).sum::<usize>())
+        / 4
+        + call.images.iter().map(SeenImage::tokens).sum::<usize>();
+    let guarded = !call.guardrail.is_null();
     shared.calls.lock().expect("calls lock").push(call);
     while let Reply::After(delay, inner) = reply {
         tokio::time::sleep(delay).await;
         reply = *inner;
     }
     match reply {
+        Reply::Intervene(filter) if guarded => {
+            let input_tokens = input_tokens.max(1);
+            Json(json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Sorry, the model cannot answer this question."}]}},
+                "stopReason": "guardrail_intervened",
+                "usage": {"inputTokens": input_tokens, "outputTokens": 0, "totalTokens": input_tokens},
+                "metrics": {"latencyMs": 1},
+                "trace": {"guardrail": {"inputAssessment": {"stand-in-guardrail": {
+                    "contentPolicy": {"filters": [{"type": filter, "confidence": "HIGH", "filterStrength": "HIGH", "action": "BLOCKED", "detected": true}]},
+                    "invocationMetrics": {"guardrailProcessingLatency": 1, "usage": {"contentPolicyUnits": 1, "topicPolicyUnits": 0, "wordPolicyUnits": 0, "sensitiveInformationPolicyUnits": 0, "sensitiveInformationPolicyFreeUnits": 0, "contextualGroundingPolicyUnits": 0}}
+                }}}}
+            }))
+            .into_response()
+        }
+        Reply::Intervene(_) => {
+            let message = "the script asked for a guardrail intervention on a call without guardrailConfig: Bedrock cannot do that".to_owned();
+            shared
+                .refusals
+                .lock()
+                .expect("refusals lock")
+                .push(message.clone());
+            error(StatusCode::BAD_REQUEST, "ValidationException", &message)
+        }
         Reply::Answer(text) => {
-            let input_tokens = (input_chars / 4).max(1);
+            let input_tokens = input_tokens.max(1);
             let output_tokens = text.split_whitespace().count().max(1);
             Json(json!({
                 "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
@@ -274,6 +335,9 @@ pub fn validate(body: &Value) -> Result<(), String> {
             }
         }
     }
+    if let Some(guardrail) = body.get("guardrailConfig") {
+        check_guardrail(guardrail)?;
+    }
     let config = &body["inferenceConfig"];
     if let Some(max) = config.get("maxTokens") {
         match max.as_i64() {
@@ -295,6 +359,46 @@ pub fn validate(body: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `guardrailConfig`: an identifier, a version (`DRAFT` or a number) and a
+/// known trace setting.
+fn check_guardrail(guardrail: &Value) -> Result<(), String> {
+    let id = guardrail["guardrailIdentifier"].as_str().unwrap_or("");
+    if id.is_empty() || id.len() > 2048 {
+        return Err("1 validation error detected: Value at 'guardrailConfig.guardrailIdentifier' failed to satisfy constraint: Member must satisfy regular expression pattern: (([a-z0-9]+)|(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+))".into());
+    }
+    let version = guardrail["guardrailVersion"].as_str().unwrap_or("");
+    let numbered =
+        !version.is_empty() && version.len() <= 8 && version.bytes().all(|b| b.is_ascii_digit());
+    if version != "DRAFT" && !numbered {
+        return Err("1 validation error detected: Value at 'guardrailConfig.guardrailVersion' failed to satisfy constraint: Member must satisfy regular expression pattern: (([1-9][0-9]{0,7})|(DRAFT))".into());
+    }
+    match guardrail.get("trace").map(Value::as_str) {
+        None | Some(Some("enabled" | "disabled" | "enabled_full")) => Ok(()),
+        Some(other) => Err(format!(
+            "1 validation error detected: Value '{}' at 'guardrailConfig.trace' failed to satisfy constraint: Member must satisfy enum value set: [enabled, disabled, enabled_full]",
+            other.unwrap_or("")
+        )),
+    }
+}
+
+/// An image block that passed [`validate`], as the script sees it.
+fn seen_image(block: &Value) -> Option<SeenImage> {
+    let image = block.get("image")?;
+    let format = image["format"].as_str()?.to_owned();
+    let bytes = aws_smithy_types::base64::decode(image["source"]["bytes"].as_str()?).ok()?;
+    let (width, height) = match format.as_str() {
+        "png" => png_dimensions(&bytes)?,
+        "jpeg" => jpeg_dimensions(&bytes)?,
+        _ => (0, 0),
+    };
+    Some(SeenImage {
+        format,
+        bytes: bytes.len(),
+        width,
+        height,
+    })
 }
 
 /// One content block: blank text and bad images are refused.
@@ -410,6 +514,8 @@ mod tests {
         let two_blocks =
             json!([{"role": "user", "content": [{"text": "doc"}, {"text": "One word."}]}]);
         assert_eq!(validate(&body(two_blocks)), Ok(()));
+        let guarded = json!({"messages": [user("doc")], "guardrailConfig": {"guardrailIdentifier": "gr1", "guardrailVersion": "DRAFT", "trace": "enabled"}});
+        assert_eq!(validate(&guarded), Ok(()));
     }
 
     #[test]
@@ -435,6 +541,9 @@ mod tests {
             body(
                 json!([{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": "/9j/4AAQ"}}}]}]),
             ),
+            json!({"messages": [user("doc")], "guardrailConfig": {"guardrailIdentifier": "gr1", "guardrailVersion": "v1"}}),
+            json!({"messages": [user("doc")], "guardrailConfig": {"guardrailVersion": "1"}}),
+            json!({"messages": [user("doc")], "guardrailConfig": {"guardrailIdentifier": "gr1", "guardrailVersion": "DRAFT", "trace": "on"}}),
         ];
         for b in refused {
             assert!(validate(&b).is_err(), "{b}");

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use docsort_schema::retry::Backoff;
-use docsort_worker::classify::bedrock::{BedrockSettings, DEFAULT_MODEL_ID};
+use docsort_worker::classify::bedrock::{BedrockSettings, Guardrail, DEFAULT_MODEL_ID};
 use docsort_worker::classify::gate::GateConfig;
 use docsort_worker::classify::local::{self, LocalSettings, Reading};
 use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
-use docsort_worker::extract::{Isolation, Limits};
+use docsort_worker::extract::{Fallback, Isolation, Limits};
 use docsort_worker::pipeline::RunSettings;
 
 /// docsort worker: sorts PDFs from S3 into categories with a cheap Bedrock model
@@ -49,7 +49,14 @@ pub enum Command {
         /// Characters to extract (0 = all).
         #[arg(long, default_value_t = 0)]
         max_text_chars: usize,
+        /// Without usable text: `none`, `page-image` or `ocr`.
+        #[arg(long, default_value = "none", value_parser = parse_fallback)]
+        fallback: Fallback,
     },
+}
+
+fn parse_fallback(value: &str) -> Result<Fallback, String> {
+    Fallback::parse(value).ok_or_else(|| format!("expected none, page-image or ocr, got {value:?}"))
 }
 
 /// How logs are written.
@@ -120,6 +127,25 @@ pub struct ClassifierArgs {
     /// Ceiling on model tokens per minute (input + output) for this process; unset: none.
     #[arg(long, env = "DOCSORT_MODEL_MAX_TPM")]
     pub model_max_tpm: Option<u64>,
+    /// Bedrock guardrail id or ARN sent with every model call; when it intervenes the
+    /// document is recorded `failed/blocked` with the policy that fired. Needs `--guardrail-version`.
+    #[arg(long, env = "DOCSORT_GUARDRAIL_ID", requires = "guardrail_version")]
+    pub guardrail_id: Option<String>,
+    /// The guardrail's version: `DRAFT` or a published version number.
+    #[arg(long, env = "DOCSORT_GUARDRAIL_VERSION", requires = "guardrail_id", value_parser = guardrail_version)]
+    pub guardrail_version: Option<String>,
+}
+
+fn guardrail_version(value: &str) -> Result<String, String> {
+    if value == "DRAFT"
+        || (!value.is_empty() && value.len() <= 8 && value.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "expected DRAFT or a version number such as 1, got {value:?}"
+        ))
+    }
 }
 
 impl ClassifierArgs {
@@ -144,6 +170,11 @@ impl ClassifierArgs {
                     min_rps: self.model_min_rps,
                     max_tpm: self.model_max_tpm,
                 },
+                guardrail: self
+                    .guardrail_id
+                    .clone()
+                    .zip(self.guardrail_version.clone())
+                    .map(|(id, version)| Guardrail { id, version }),
             },
             local: LocalSettings {
                 model_dir: self
@@ -294,6 +325,13 @@ pub struct ExtractArgs {
     /// Characters to extract per document (0 = the whole document).
     #[arg(long, env = "DOCSORT_MAX_TEXT_CHARS", default_value_t = 0)]
     pub max_text_chars: u32,
+    /// Without usable text on the first pages: `none` (report no_text), `page-image`
+    /// (what Bedrock is sent; `--save-images` keeps the PNGs) or `ocr` (what the local model reads).
+    #[arg(long, default_value = "none", value_parser = parse_fallback)]
+    pub fallback: Fallback,
+    /// Folder to write each page image to (`<file name>.png`), with `--fallback page-image`.
+    #[arg(long)]
+    pub save_images: Option<PathBuf>,
 }
 
 /// `docsort-worker classify`.

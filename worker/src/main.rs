@@ -13,9 +13,13 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::ExtractChild { max_text_chars } = cli.command {
+    if let Command::ExtractChild {
+        max_text_chars,
+        fallback,
+    } = cli.command
+    {
         // The isolated extraction child: no runtime, no logging, JSON on stdout.
-        return match docsort_worker::extract::run_child(max_text_chars) {
+        return match docsort_worker::extract::run_child(max_text_chars, fallback) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("extract-child: {e}");

@@ -19,11 +19,17 @@ pub struct Classification {
     pub output_tokens: u64,
     /// Model calls made (1, or 2 after a re-ask).
     pub calls: u32,
+    /// Set when a Bedrock guardrail intervened: which one, and which policy fired.
+    pub blocked: Option<String>,
 }
 
 impl Classification {
-    /// The record's outcome: the label, or `failed/unparseable_answer`.
+    /// The record's outcome: the label, `failed/blocked` when a guardrail
+    /// intervened, or `failed/unparseable_answer`.
     pub fn outcome(&self) -> Outcome {
+        if let Some(detail) = &self.blocked {
+            return Outcome::failed(FailureReason::Blocked, detail.clone());
+        }
         match &self.label {
             Ok(label) => Outcome::Labeled {
                 label: label.clone(),

@@ -14,9 +14,11 @@ use aws_sdk_bedrockruntime::error::SdkError;
 use aws_sdk_bedrockruntime::operation::converse::{
     ConverseError, ConverseOutput as ConverseResponse,
 };
+use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
-    SystemContentBlock,
+    ContentBlock, ConversationRole, ConverseOutput, GuardrailAssessment, GuardrailConfiguration,
+    GuardrailTrace, ImageBlock, ImageFormat, ImageSource, InferenceConfiguration, Message,
+    StopReason, SystemContentBlock,
 };
 use docsort_schema::retry::{Backoff, Retryable};
 use docsort_schema::{AnswerError, Prompt};
@@ -25,6 +27,7 @@ use super::answer::{Classification, ClassifyError, ModelErrorKind};
 use super::gate::{GateConfig, ModelGate};
 use super::pricing::Price;
 use crate::events::{Event, Metrics};
+use crate::extract::Extracted;
 
 pub use docsort_schema::prompt::DEFAULT_MODEL_ID;
 
@@ -43,6 +46,17 @@ pub struct BedrockSettings {
     pub retry: Backoff,
     /// The pool-wide request rate limits.
     pub gate: GateConfig,
+    /// A Bedrock guardrail applied to every call, when set.
+    pub guardrail: Option<Guardrail>,
+}
+
+/// A Bedrock guardrail: its id (or ARN) and version (`DRAFT` or a number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guardrail {
+    /// Guardrail id or ARN.
+    pub id: String,
+    /// `DRAFT` or a published version number.
+    pub version: String,
 }
 
 impl BedrockSettings {
@@ -54,6 +68,7 @@ impl BedrockSettings {
             attempt_timeout: Duration::from_secs(30),
             retry: Backoff::default(),
             gate: GateConfig::default(),
+            guardrail: None,
         }
     }
 }
@@ -73,6 +88,8 @@ pub struct BedrockClassifier {
     metrics: Arc<Metrics>,
     /// On-demand price of the model, when known.
     price: Option<Price>,
+    /// The guardrail sent with every call (with its trace, to name the policy that fired).
+    guardrail: Option<GuardrailConfiguration>,
 }
 
 impl BedrockClassifier {
@@ -90,7 +107,15 @@ impl BedrockClassifier {
             tracing::warn!(model_id = %settings.model_id, "no price known for this model: records will have no cost_usd");
         }
         let version = prompt.label_version(&settings.model_id, max_text_chars, b"");
+        let guardrail = settings.guardrail.as_ref().map(|g| {
+            GuardrailConfiguration::builder()
+                .guardrail_identifier(&g.id)
+                .guardrail_version(&g.version)
+                .trace(GuardrailTrace::Enabled)
+                .build()
+        });
         BedrockClassifier {
+            guardrail,
             client,
             gate: Arc::new(ModelGate::new(settings.gate)),
             settings,
@@ -127,14 +152,32 @@ impl BedrockClassifier {
         self.price
     }
 
-    /// Classifies one document's text.
-    pub async fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
-        let mut messages = vec![user(self.prompt.user_message(text, self.max_text_chars))?];
+    /// Classifies one document: its text, or its first page's image when
+    /// extraction made one.
+    pub async fn classify(&self, document: &Extracted) -> Result<Classification, ClassifyError> {
+        let first = match &document.image {
+            Some(image) => Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Image(
+                    ImageBlock::builder()
+                        .format(ImageFormat::Png)
+                        .source(ImageSource::Bytes(Blob::new(image.png.clone())))
+                        .build()?,
+                ))
+                .content(ContentBlock::Text(self.prompt.image_message()))
+                .build()?,
+            None => user(
+                self.prompt
+                    .user_message(&document.text, self.max_text_chars),
+            )?,
+        };
+        let mut messages = vec![first];
         let mut result = Classification {
             label: Err(AnswerError::Empty),
             input_tokens: 0,
             output_tokens: 0,
             calls: 0,
+            blocked: None,
         };
         for _ in 0..2 {
             let response = self.converse_with_retries(&messages).await?;
@@ -142,6 +185,10 @@ impl BedrockClassifier {
             if let Some(usage) = response.usage() {
                 result.input_tokens += u64::try_from(usage.input_tokens()).unwrap_or(0);
                 result.output_tokens += u64::try_from(usage.output_tokens()).unwrap_or(0);
+            }
+            if *response.stop_reason() == StopReason::GuardrailIntervened {
+                result.blocked = Some(self.intervention(&response));
+                break;
             }
             let answer = answer_text(&response);
             result.label = self.prompt.parse_answer(&answer).map(|c| c.name.clone());
@@ -152,6 +199,42 @@ impl BedrockClassifier {
             messages = reask(messages, &answer, self.prompt.reask())?;
         }
         Ok(result)
+    }
+
+    /// Which guardrail intervened, and which of its policies fired.
+    fn intervention(&self, response: &ConverseResponse) -> String {
+        let guardrail = self
+            .settings
+            .guardrail
+            .as_ref()
+            .map_or_else(String::new, |g| {
+                format!(" {} (version {})", g.id, g.version)
+            });
+        let trace = response.trace().and_then(|t| t.guardrail());
+        let mut fired: Vec<String> = Vec::new();
+        if let Some(trace) = trace {
+            let inputs = trace
+                .input_assessment()
+                .into_iter()
+                .flat_map(|m| m.values());
+            let outputs = trace
+                .output_assessments()
+                .into_iter()
+                .flat_map(|m| m.values().flatten());
+            for assessment in inputs.chain(outputs) {
+                for policy in policies_fired(assessment) {
+                    if !fired.contains(&policy) {
+                        fired.push(policy);
+                    }
+                }
+            }
+        }
+        let fired = if fired.is_empty() {
+            "its trace names no policy".to_owned()
+        } else {
+            fired.join(", ")
+        };
+        format!("The Bedrock guardrail{guardrail} intervened: {fired}. No label is stored.")
     }
 
     async fn converse_with_retries(
@@ -208,6 +291,7 @@ impl BedrockClassifier {
             .model_id(&self.settings.model_id)
             .system(SystemContentBlock::Text(self.prompt.system().to_owned()))
             .set_messages(Some(messages.to_vec()))
+            .set_guardrail_config(self.guardrail.clone())
             .inference_config(
                 InferenceConfiguration::builder()
                     .max_tokens(self.settings.max_tokens)
@@ -256,6 +340,60 @@ fn user(text: String) -> Result<Message, aws_sdk_bedrockruntime::error::BuildErr
         .role(ConversationRole::User)
         .content(ContentBlock::Text(text))
         .build()
+}
+
+/// The policies of `assessment` that acted (blocked or masked), by name.
+fn policies_fired(assessment: &GuardrailAssessment) -> Vec<String> {
+    let acted = |action: &str| action != "NONE";
+    let mut out = Vec::new();
+    if let Some(p) = assessment.content_policy() {
+        out.extend(
+            p.filters()
+                .iter()
+                .filter(|f| acted(f.action().as_str()))
+                .map(|f| format!("content filter {}", f.r#type().as_str())),
+        );
+    }
+    if let Some(p) = assessment.topic_policy() {
+        out.extend(
+            p.topics()
+                .iter()
+                .filter(|t| acted(t.action().as_str()))
+                .map(|t| format!("denied topic {:?}", t.name())),
+        );
+    }
+    if let Some(p) = assessment.word_policy() {
+        out.extend(
+            p.custom_words()
+                .iter()
+                .filter(|w| acted(w.action().as_str()))
+                .map(|_| "word filter (custom words)".to_owned()),
+        );
+        out.extend(
+            p.managed_word_lists()
+                .iter()
+                .filter(|w| acted(w.action().as_str()))
+                .map(|w| format!("word filter {}", w.r#type().as_str())),
+        );
+    }
+    if let Some(p) = assessment.sensitive_information_policy() {
+        out.extend(
+            p.pii_entities()
+                .iter()
+                .filter(|e| acted(e.action().as_str()))
+                .map(|e| format!("sensitive information {}", e.r#type().as_str())),
+        );
+        out.extend(
+            p.regexes()
+                .iter()
+                .filter(|r| acted(r.action().as_str()))
+                .map(|r| format!("sensitive information regex {:?}", r.name().unwrap_or(""))),
+        );
+    }
+    if assessment.contextual_grounding_policy().is_some() && out.is_empty() {
+        out.push("contextual grounding".to_owned());
+    }
+    out
 }
 
 fn answer_text(response: &ConverseResponse) -> String {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use docsort_schema::{LabelRecord, Prompt, Taxonomy};
 
 use crate::events::Metrics;
-use crate::extract::Extracted;
+use crate::extract::{Extracted, Fallback};
 pub use answer::{Classification, ClassifyError, ModelErrorKind};
 use bedrock::{BedrockClassifier, BedrockSettings};
 use local::{LocalClassifier, LocalError, LocalSettings};
@@ -123,6 +123,15 @@ impl Classifier {
         }
     }
 
+    /// What extraction does for a document without usable text: a page image
+    /// for Bedrock (Claude reads it), OCR text for the local model.
+    pub fn fallback(&self) -> Fallback {
+        match self {
+            Classifier::Bedrock(_) => Fallback::PageImage,
+            Classifier::Local(_) => Fallback::Ocr,
+        }
+    }
+
     /// The taxonomy's category names, in order.
     pub fn labels(&self) -> Vec<String> {
         let prompt = match self {
@@ -163,14 +172,16 @@ impl Classifier {
         record.cost_usd = self.cost(answer);
         record.pages = Some(extracted.pages);
         record.text_chars = Some(extracted.text_chars());
+        record.text_source = Some(extracted.source);
     }
 
-    /// Classifies one document's text.
-    pub async fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
+    /// Classifies one document: its text (the text layer's or OCR's), or
+    /// for Bedrock its first page's image when extraction made one.
+    pub async fn classify(&self, document: &Extracted) -> Result<Classification, ClassifyError> {
         match self {
-            Classifier::Bedrock(c) => c.classify(text).await,
+            Classifier::Bedrock(c) => c.classify(document).await,
             Classifier::Local(c) => {
-                let (c, text) = (c.clone(), text.to_owned());
+                let (c, text) = (c.clone(), document.text.clone());
                 let scored = tokio::task::spawn_blocking(move || c.classify(&text))
                     .await
                     .map_err(ClassifyError::Crashed)??;
@@ -179,6 +190,7 @@ impl Classifier {
                     input_tokens: scored.tokens_evaluated,
                     output_tokens: 1,
                     calls: 1,
+                    blocked: None,
                 })
             }
         }

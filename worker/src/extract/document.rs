@@ -3,19 +3,37 @@
 
 use std::time::Duration;
 
-use docsort_schema::FailureReason;
+use docsort_schema::{FailureReason, TextSource};
 use serde::{Deserialize, Serialize};
 
-/// Text extracted from a document.
+use super::page_image::{self, Fallback, FirstPage, PageImage, MIN_TEXT_CHARS};
+
+/// What a document gives a classifier to read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extracted {
-    /// The text of the first pages, in page order, up to the budget.
+    /// The text of the first pages, in page order, up to the budget (the
+    /// text layer's, or OCR's); what little there is, with a page image.
     pub text: String,
     /// Pages in the document.
     pub pages: u32,
+    /// Where the text came from (the record's `text_source`).
+    pub source: TextSource,
+    /// The first page as an image, when the text layer was not enough and
+    /// the classifier reads images.
+    pub image: Option<PageImage>,
 }
 
 impl Extracted {
+    /// A document given as text (labeled examples, tests): its text layer.
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Extracted {
+            text: text.into(),
+            pages: 1,
+            source: TextSource::TextLayer,
+            image: None,
+        }
+    }
+
     /// Characters of text, whitespace not counted (the record's `text_chars`).
     pub fn text_chars(&self) -> u64 {
         self.text.chars().filter(|c| !c.is_whitespace()).count() as u64
@@ -41,6 +59,18 @@ pub enum ExtractError {
     Timeout(Duration),
     #[error("text extraction needed more than the {mib} MiB memory ceiling")]
     MemoryLimit { mib: u64 },
+    #[error("the first page's image is {width} x {height} pixels, over the {cap}-megapixel cap (a decompression bomb, or a scan far finer than needed)", cap = page_image::MAX_IMAGE_PIXELS / 1_000_000)]
+    ImageTooLarge { width: u64, height: u64 },
+    #[error("the PDF's {pages} page(s) have no text layer and the first page is blank or near-uniform: there is nothing to read")]
+    BlankPage { pages: u32 },
+    #[error("the PDF's {pages} page(s) have no text layer and OCR found no readable text on the first page")]
+    OcrFoundNothing { pages: u32 },
+    #[error("the PDF has no text layer and {tool} is not installed to read its first page: install {package} (for example `apt-get install {package}`), or use the Docker image, which ships it")]
+    ToolMissing { tool: String, package: String },
+    #[error("{tool} needed more than the extraction memory ceiling to read the first page")]
+    ToolMemory { tool: String },
+    #[error("the first page could not be read as an image: {0}")]
+    Render(String),
 }
 
 impl ExtractError {
@@ -50,9 +80,16 @@ impl ExtractError {
             ExtractError::NotPdf => FailureReason::NotPdf,
             ExtractError::Encrypted => FailureReason::Encrypted,
             ExtractError::Malformed(_) => FailureReason::Malformed,
-            ExtractError::NoText { .. } | ExtractError::Undecodable { .. } => FailureReason::NoText,
+            ExtractError::NoText { .. }
+            | ExtractError::Undecodable { .. }
+            | ExtractError::BlankPage { .. }
+            | ExtractError::OcrFoundNothing { .. }
+            | ExtractError::ToolMissing { .. } => FailureReason::NoText,
+            ExtractError::Render(_) => FailureReason::Malformed,
             ExtractError::Timeout(_) => FailureReason::Timeout,
-            ExtractError::MemoryLimit { .. } => FailureReason::TooLarge,
+            ExtractError::MemoryLimit { .. }
+            | ExtractError::ImageTooLarge { .. }
+            | ExtractError::ToolMemory { .. } => FailureReason::TooLarge,
         }
     }
 
@@ -74,17 +111,66 @@ impl ExtractError {
     /// Pages seen, when the document could be opened.
     pub fn pages(&self) -> Option<u32> {
         match self {
-            ExtractError::NoText { pages } | ExtractError::Undecodable { pages, .. } => {
-                Some(*pages)
-            }
+            ExtractError::NoText { pages }
+            | ExtractError::Undecodable { pages, .. }
+            | ExtractError::BlankPage { pages }
+            | ExtractError::OcrFoundNothing { pages } => Some(*pages),
             _ => None,
         }
     }
 }
 
 /// Extracts text page by page until `budget_chars` non-whitespace characters
-/// are collected (0 = no budget: the whole document).
+/// are collected (0 = no budget: the whole document); the text layer only.
 pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractError> {
+    read(bytes, budget_chars, Fallback::None)
+}
+
+/// [`extract`], then, when the first pages have no text layer or fewer than
+/// [`MIN_TEXT_CHARS`] characters, the first page as `fallback` says: an
+/// image for the model, or OCR text. A short text layer is kept when the
+/// page image cannot help (blank, tool missing).
+pub fn read(
+    bytes: &[u8],
+    budget_chars: usize,
+    fallback: Fallback,
+) -> Result<Extracted, ExtractError> {
+    let doc = load(bytes)?;
+    let text = text_layer(&doc, budget_chars);
+    let pages = match &text {
+        _ if fallback == Fallback::None => return text,
+        Ok(x) if x.text_chars() >= MIN_TEXT_CHARS => return text,
+        Ok(x) => x.pages,
+        Err(ExtractError::NoText { pages } | ExtractError::Undecodable { pages, .. }) => *pages,
+        Err(_) => return text,
+    };
+    let short_text = text.as_ref().ok().map(|x| x.text.clone());
+    match (
+        page_image::read_first_page(&doc, bytes, fallback, pages),
+        short_text,
+    ) {
+        (Ok(FirstPage::Image(image)), text) => Ok(Extracted {
+            text: text.unwrap_or_default(),
+            pages,
+            source: TextSource::PageImage,
+            image: Some(image),
+        }),
+        (Ok(FirstPage::Text(text)), _) => Ok(Extracted {
+            text,
+            pages,
+            source: TextSource::Ocr,
+            image: None,
+        }),
+        (Err(e), Some(_)) => {
+            tracing::debug!(error = %e, "the first page cannot be read as an image; the short text layer is used");
+            text
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// The parsed document, or why it cannot be read.
+fn load(bytes: &[u8]) -> Result<lopdf::Document, ExtractError> {
     let head = &bytes[..bytes.len().min(1024)];
     if !head.windows(5).any(|w| w == b"%PDF-") {
         return Err(ExtractError::NotPdf);
@@ -99,7 +185,20 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
         return Err(ExtractError::Encrypted);
     }
     recover_unsized_streams(&mut doc, bytes);
-    let result = super::interpreter::extract_pages(&doc, budget_chars);
+    Ok(doc)
+}
+
+/// The text layer of the first pages, up to the budget.
+fn text_layer(doc: &lopdf::Document, budget_chars: usize) -> Result<Extracted, ExtractError> {
+    let result = super::interpreter::extract_pages(doc, budget_chars);
+    if result.pages == 0 {
+        // No page to look at: a broken file, not a scan for an OCR queue.
+        return Err(ExtractError::Malformed(
+            result
+                .first_error
+                .unwrap_or_else(|| "the page tree has no readable pages".into()),
+        ));
+    }
     if !result.text.chars().any(|c| !c.is_whitespace()) {
         return Err(match (result.undecodable, result.first_error) {
             (0, Some(e)) => ExtractError::Malformed(e),
@@ -115,6 +214,8 @@ pub fn extract(bytes: &[u8], budget_chars: usize) -> Result<Extracted, ExtractEr
     Ok(Extracted {
         text: result.text,
         pages: result.pages,
+        source: TextSource::TextLayer,
+        image: None,
     })
 }
 

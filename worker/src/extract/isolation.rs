@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::document::{extract, ExtractError, Extracted};
+use super::document::{read, ExtractError, Extracted};
+use super::page_image::Fallback;
 
 /// Where extraction runs.
 #[derive(Debug, Clone)]
@@ -61,13 +62,15 @@ pub struct ChildReport {
     pub peak_rss_kib: u64,
 }
 
-/// Runs [`extract`] in this process as the `extract-child` command: reads a PDF
+/// Runs [`read`] in this process as the `extract-child` command: reads a PDF
 /// on standard input, writes a [`ChildReport`] as JSON on standard output.
-pub fn run_child(budget_chars: usize) -> std::io::Result<()> {
+/// The tools a page image needs (`pdftoppm`, `tesseract`) run as its own
+/// children, under its memory ceiling.
+pub fn run_child(budget_chars: usize, fallback: Fallback) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let mut bytes = Vec::new();
     std::io::stdin().lock().read_to_end(&mut bytes)?;
-    let result = extract(&bytes, budget_chars);
+    let result = read(&bytes, budget_chars, fallback);
     drop(bytes);
     let report = ChildReport {
         result,
@@ -103,17 +106,19 @@ fn peak_rss_kib() -> u64 {
     0
 }
 
-/// Extracts `bytes` under `limits`' time cap (and, isolated, memory ceiling).
+/// Reads `bytes` ([`read`]) under `limits`' time cap (and, isolated, memory
+/// ceiling).
 pub async fn extract_bounded(
     limits: &Limits,
     bytes: Vec<u8>,
     budget_chars: usize,
+    fallback: Fallback,
 ) -> (Result<Extracted, ExtractError>, ExtractStats) {
     let start = Instant::now();
     let timeout = limits.timeout;
     let (result, peak_rss_kib) = match &limits.isolation {
         Isolation::InProcess => {
-            let task = tokio::task::spawn_blocking(move || extract(&bytes, budget_chars));
+            let task = tokio::task::spawn_blocking(move || read(&bytes, budget_chars, fallback));
             let result = match tokio::time::timeout(timeout, task).await {
                 Err(_) => Err(ExtractError::Timeout(timeout)),
                 Ok(Err(join)) => Err(ExtractError::Malformed(format!(
@@ -124,8 +129,11 @@ pub async fn extract_bounded(
             (result, 0)
         }
         Isolation::Process { exe, memory_mib } => {
-            match tokio::time::timeout(timeout, in_child(exe, *memory_mib, bytes, budget_chars))
-                .await
+            match tokio::time::timeout(
+                timeout,
+                in_child(exe, *memory_mib, bytes, budget_chars, fallback),
+            )
+            .await
             {
                 Err(_) => (Err(ExtractError::Timeout(timeout)), 0),
                 Ok(Ok(report)) => (report.result, report.peak_rss_kib),
@@ -148,6 +156,7 @@ async fn in_child(
     memory_mib: u64,
     bytes: Vec<u8>,
     budget_chars: usize,
+    fallback: Fallback,
 ) -> Result<ChildReport, ExtractError> {
     let mut command = tokio::process::Command::new(exe);
     command
@@ -155,6 +164,8 @@ async fn in_child(
             "extract-child",
             "--max-text-chars",
             &budget_chars.to_string(),
+            "--fallback",
+            fallback.as_str(),
         ])
         .env("RUST_LOG", "off")
         .stdin(Stdio::piped())

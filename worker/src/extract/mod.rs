@@ -3,8 +3,9 @@
 //! Owns everything between a PDF's bytes and its text: parsing (lopdf), the
 //! content-stream [`lexer`], the text-state [`interpreter`], fonts and their
 //! encodings ([`fonts`], [`encodings`], [`tounicode`]), annotation appearances
-//! ([`annotations`]), text layout rules ([`layout`]), and the bounded child
-//! process that runs it all ([`isolation`]). It knows nothing of queues,
+//! ([`annotations`]), text layout rules ([`layout`]), the first page as an
+//! image or OCR text when there is no text layer ([`page_image`]), and the
+//! bounded child process that runs it all ([`isolation`]). It knows nothing of queues,
 //! models or tables: it takes bytes and a character budget and returns
 //! [`Extracted`] text or an [`ExtractError`] that maps to a failure reason.
 
@@ -17,7 +18,9 @@ pub mod isolation;
 mod layout;
 mod lexer;
 mod objects;
+pub mod page_image;
 mod tounicode;
 
-pub use document::{extract, ExtractError, Extracted};
+pub use document::{extract, read, ExtractError, Extracted};
 pub use isolation::{extract_bounded, run_child, ChildReport, ExtractStats, Isolation, Limits};
+pub use page_image::{Fallback, PageImage};

@@ -106,7 +106,9 @@ pub async fn evaluate(
     };
     for ex in examples {
         let started = Instant::now();
-        let out = classifier.classify(&ex.text).await?;
+        let out = classifier
+            .classify(&crate::extract::Extracted::from_text(ex.text.clone()))
+            .await?;
         report.times.push(started.elapsed());
         report.input_tokens += out.input_tokens;
         let predicted = out.label.unwrap_or_else(|_| "unparseable".to_owned());

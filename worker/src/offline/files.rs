@@ -79,7 +79,13 @@ pub async fn classify_file(
         )),
         Ok(bytes) => {
             let size = bytes.len() as u64;
-            let (extracted, _) = extract_bounded(limits, bytes, classifier.max_text_chars()).await;
+            let (extracted, _) = extract_bounded(
+                limits,
+                bytes,
+                classifier.max_text_chars(),
+                classifier.fallback(),
+            )
+            .await;
             let mut record = match extracted {
                 Err(e) => {
                     let mut r = record(Outcome::failed(e.reason(), e.detail()));
@@ -87,7 +93,7 @@ pub async fn classify_file(
                     r
                 }
                 Ok(x) => {
-                    let answer = classifier.classify(&x.text).await?;
+                    let answer = classifier.classify(&x).await?;
                     let mut r = record(answer.outcome());
                     r.attempts = 1;
                     classifier.fill_usage(&mut r, &x, &answer);

@@ -262,7 +262,13 @@ impl Worker {
         existing: Option<&LabelRecord>,
     ) -> Result<JobOutcome, JobError> {
         let budget = self.classifier.max_text_chars();
-        let (extracted, stats) = extract_bounded(&self.bounds.extract, bytes, budget).await;
+        let (extracted, stats) = extract_bounded(
+            &self.bounds.extract,
+            bytes,
+            budget,
+            self.classifier.fallback(),
+        )
+        .await;
         self.metrics.record_extraction(&job.uri(), stats);
         let extracted = match extracted {
             Ok(x) => x,
@@ -273,7 +279,7 @@ impl Worker {
                 return self.write(record).await;
             }
         };
-        let answer = self.classifier.classify(&extracted.text).await?;
+        let answer = self.classifier.classify(&extracted).await?;
         let mut record = self.record(job, meta, existing, true, answer.outcome());
         self.classifier.fill_usage(&mut record, &extracted, &answer);
         self.metrics.record_answer(
