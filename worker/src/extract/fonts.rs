@@ -1,6 +1,8 @@
 //! Fonts as the extractor needs them: advance widths, and how each code
-//! becomes text (ToUnicode first, then the encodings in [`super::encodings`]).
+//! becomes text (ToUnicode first, then the encodings in [`super::encodings`],
+//! or an embedded program's own cmap in [`super::truetype`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use lopdf::{Dictionary, Document, Encoding, Object};
@@ -8,6 +10,7 @@ use lopdf::{Dictionary, Document, Encoding, Object};
 use super::encodings::*;
 use super::objects::*;
 use super::tounicode::ToUnicode;
+use super::truetype;
 
 /// Glyph advance widths of a font, in thousandths of text space.
 pub(super) enum Widths {
@@ -51,9 +54,10 @@ pub(super) struct Font<'a> {
     pub(super) predefined: Option<Predefined>,
     /// Codes are two bytes (Type0 / CID fonts).
     pub(super) two_byte: bool,
-    /// Identity-encoded CID font of an Adobe collection without ToUnicode:
-    /// codes are CIDs, mapped through the collection's table.
-    pub(super) cid_table: Option<&'static [char]>,
+    /// Identity-encoded CID font without ToUnicode: codes are CIDs, mapped
+    /// through the Adobe collection's table, else through the embedded
+    /// TrueType/OpenType program ([`super::truetype`]).
+    pub(super) cid_table: Option<Cow<'static, [char]>>,
     /// Vertical writing mode (a `-V` CMap): glyphs advance downwards.
     pub(super) vertical: bool,
     pub(super) widths: Widths,
@@ -77,7 +81,7 @@ impl Font<'_> {
             p.decode(code, out);
             return;
         }
-        if let (Some(table), [high, low]) = (self.cid_table, code) {
+        if let (Some(table), [high, low]) = (self.cid_table.as_deref(), code) {
             if let Some(&c) = table
                 .get(usize::from(u16::from_be_bytes([*high, *low])))
                 .filter(|c| **c != '\0')
@@ -251,10 +255,17 @@ pub(super) fn load_font<'a>(doc: &'a Document, font: &'a Dictionary) -> Font<'a>
                 .and_then(|o| o.as_str().ok())
                 .map(|b| String::from_utf8_lossy(b).into_owned())
         };
-        match (text(b"Registry").as_deref(), text(b"Ordering")) {
+        let collection = match (text(b"Registry").as_deref(), text(b"Ordering")) {
             (Some("Adobe"), Some(ordering)) => cid_to_unicode(&ordering),
             _ => None,
-        }
+        };
+        // The collection's table first; for `Identity` and unknown orderings,
+        // or where the tables are not installed, the font program's own cmap.
+        collection.map(Cow::Borrowed).or_else(|| {
+            descendant
+                .and_then(|d| truetype::cid_table(doc, d))
+                .map(Cow::Owned)
+        })
     } else {
         None
     };
