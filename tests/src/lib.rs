@@ -4,6 +4,7 @@
 //!   once per test process on a free loopback port and stopped with it;
 //! - [`bedrock`]: the project's own Converse-compatible stand-in, scripted per test;
 //! - [`env`]: per-test AWS resources with unique names, clients, and an in-process worker;
+//! - [`scanned`]: image-only (scanned) PDF fixtures, a blank scan and a decompression bomb;
 //! - [`wait`]: deadline-bounded polling.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
@@ -13,5 +14,6 @@ pub mod corpus;
 pub mod env;
 pub mod moto;
 pub mod recall;
+pub mod scanned;
 pub mod scenarios;
 pub mod wait;
