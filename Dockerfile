@@ -32,11 +32,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM debian:bookworm-slim AS runtime
 # checkov:skip=CKV_DOCKER_2: queue consumers serve no port to probe; ECS restarts a task whose process exits
 # ca-certificates: the AWS SDK verifies TLS against the system roots. poppler-data:
-# the Adobe CID-to-Unicode tables for CJK fonts without ToUnicode. Not version-pinned:
+# the Adobe CID-to-Unicode tables for CJK fonts without ToUnicode. poppler-utils
+# (pdftoppm) renders the first page of a scanned PDF; tesseract-ocr(-eng) reads it for
+# the local classifier; both run in the extraction child, on stdin and stdout. Not version-pinned:
 # the bookworm security updates are wanted, and old pins vanish from the archive.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates poppler-data \
+ && apt-get install -y --no-install-recommends ca-certificates poppler-data poppler-utils \
+        tesseract-ocr tesseract-ocr-eng \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 docsort \
  && useradd --system --uid 10001 --gid docsort --no-create-home \

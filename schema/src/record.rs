@@ -125,6 +125,14 @@ impl Outcome {
             Outcome::Failed { failure, .. } => Some(failure),
         }
     }
+
+    /// The one-sentence explanation, when failed.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Labeled { .. } => None,
+            Outcome::Failed { detail, .. } => Some(detail),
+        }
+    }
 }
 
 impl std::fmt::Display for Outcome {
@@ -418,6 +426,7 @@ mod tests {
             cost_usd: Some(0.000822),
             pages: Some(3),
             text_chars: Some(5000),
+            text_source: Some(TextSource::PageImage),
             classified_at: "2026-11-25T10:00:00.5Z".parse().unwrap(),
             source: Source::Backfill,
             attempts: 1,
@@ -442,6 +451,7 @@ mod tests {
         );
         assert_eq!(map["source"], AttributeValue::S("backfill".into()));
         assert_eq!(map["label"], AttributeValue::S("invoice".into()));
+        assert_eq!(map["text_source"], AttributeValue::S("page_image".into()));
         assert!(!map.contains_key("failure") && !map.contains_key("detail"));
         assert!(!map.contains_key("version_id"));
         assert_eq!(LabelRecord::from_item(item).unwrap(), record);

@@ -12,4 +12,5 @@ mod faults;
 mod infra;
 mod local;
 mod pipeline;
+mod scanned;
 mod table;

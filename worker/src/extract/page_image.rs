@@ -189,7 +189,13 @@ fn largest_image(doc: &Document, page: ObjectId) -> Option<(u64, u64)> {
                 continue;
             };
             for (_, xobject) in xobjects.iter() {
-                let Some(x) = dict(doc, xobject) else {
+                // Image and form XObjects are streams: `dict` does not follow a
+                // reference to a stream, so resolve it here.
+                let resolved = match xobject {
+                    Object::Reference(id) => doc.get_object(*id).ok(),
+                    other => Some(other),
+                };
+                let Some(x) = resolved.and_then(|o| dict(doc, o)) else {
                     continue;
                 };
                 match x.get(b"Subtype").and_then(Object::as_name) {
