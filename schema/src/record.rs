@@ -228,6 +228,9 @@ pub enum TextSource {
     PageImage,
     /// The first page rendered and read by OCR (Tesseract).
     Ocr,
+    /// A value written by a newer docsort.
+    #[serde(other)]
+    Other,
 }
 
 impl TextSource {
@@ -237,6 +240,7 @@ impl TextSource {
             TextSource::TextLayer => "text_layer",
             TextSource::PageImage => "page_image",
             TextSource::Ocr => "ocr",
+            TextSource::Other => "other",
         }
     }
 }
@@ -489,9 +493,13 @@ mod tests {
     fn attributes_added_by_a_newer_docsort_are_ignored() {
         let mut map: std::collections::HashMap<String, AttributeValue> =
             sample().to_item().unwrap().into();
-        map.insert("text_source".into(), AttributeValue::S("ocr".into()));
+        map.insert("batch_job".into(), AttributeValue::S("job-1".into()));
         map.insert("image_tokens".into(), AttributeValue::N("1600".into()));
-        assert_eq!(LabelRecord::from_item(map).unwrap(), sample());
+        assert_eq!(LabelRecord::from_item(map.clone()).unwrap(), sample());
+        // A text source this docsort does not know reads as `Other`.
+        map.insert("text_source".into(), AttributeValue::S("vision_ocr".into()));
+        let record = LabelRecord::from_item(map).unwrap();
+        assert_eq!(record.text_source, Some(TextSource::Other));
     }
 
     #[test]

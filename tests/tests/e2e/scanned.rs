@@ -81,7 +81,11 @@ async fn image_only_pdfs_are_labeled_from_their_first_page_image() {
     // A text document after them: the worker lives on.
     env.put(
         "scans/text.pdf",
-        pdf(&["INVOICE", "Number 9, total 10.00 EUR", "Payable within 30 days"]),
+        pdf(&[
+            "INVOICE",
+            "Number 9, total 10.00 EUR",
+            "Payable within 30 days",
+        ]),
     )
     .await;
     env.send(&Job::new(&env.bucket, "scans/text.pdf", Source::Manual).to_body())
