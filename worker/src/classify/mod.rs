@@ -61,7 +61,7 @@ pub enum SetupError {
 #[derive(Debug, Clone)]
 pub enum Classifier {
     /// Amazon Bedrock Converse.
-    Bedrock(BedrockClassifier),
+    Bedrock(Box<BedrockClassifier>),
     /// The embedded model, run on the blocking pool.
     Local(Arc<LocalClassifier>),
 }
@@ -77,13 +77,13 @@ impl Classifier {
         let taxonomy = Taxonomy::load(settings.taxonomy.as_deref())?;
         let prompt = Arc::new(Prompt::new(taxonomy));
         Ok(match settings.kind {
-            ClassifierKind::Bedrock => Classifier::Bedrock(BedrockClassifier::new(
+            ClassifierKind::Bedrock => Classifier::Bedrock(Box::new(BedrockClassifier::new(
                 bedrock(),
                 settings.bedrock.clone(),
                 prompt,
                 settings.max_text_chars,
                 metrics,
-            )),
+            ))),
             ClassifierKind::Local => {
                 let local = &settings.local;
                 let started = std::time::Instant::now();
