@@ -327,10 +327,10 @@ pub struct ExtractArgs {
     pub max_text_chars: u32,
     /// Without usable text on the first pages: `none` (report no_text), `page-image`
     /// (what Bedrock is sent; `--save-images` keeps the PNGs) or `ocr` (what the local model reads).
-    #[arg(long, default_value = "none", value_parser = parse_fallback)]
+    #[arg(long, env = "DOCSORT_FALLBACK", default_value = "none", value_parser = parse_fallback)]
     pub fallback: Fallback,
     /// Folder to write each page image to (`<file name>.png`), with `--fallback page-image`.
-    #[arg(long)]
+    #[arg(long, env = "DOCSORT_SAVE_IMAGES")]
     pub save_images: Option<PathBuf>,
 }
 
