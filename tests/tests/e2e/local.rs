@@ -107,7 +107,7 @@ fn classify_offline(dir: &std::path::Path, path: &str) -> HashMap<String, serde_
 
 #[test]
 fn a_scanned_invoice_is_read_by_ocr_and_labeled_offline() {
-    if !tool_available("tesseract") || !tool_available("pdftoppm") {
+    if which("tesseract").is_none() || which("pdftoppm").is_none() {
         eprintln!("*** SKIPPED: tesseract or pdftoppm not found (install tesseract-ocr, tesseract-ocr-eng, poppler-utils; scripts/test does) ***");
         return;
     }
@@ -149,7 +149,7 @@ fn a_scanned_invoice_is_read_by_ocr_and_labeled_offline() {
     // Without tesseract on PATH: no_text, and the detail says what to install.
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("bin dir");
-    let pdftoppm = which("pdftoppm");
+    let pdftoppm = which("pdftoppm").expect("pdftoppm is on PATH (checked above)");
     let _ = std::fs::remove_file(bin.join("pdftoppm"));
     std::os::unix::fs::symlink(pdftoppm, bin.join("pdftoppm")).expect("symlink");
     std::fs::remove_file(dir.join("blank-scan.pdf")).expect("remove");
@@ -164,18 +164,11 @@ fn a_scanned_invoice_is_read_by_ocr_and_labeled_offline() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn which(tool: &str) -> std::path::PathBuf {
+/// Where `tool` is on PATH, if it is.
+fn which(tool: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
-}
-
-fn tool_available(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .any(|d| d.join(tool).is_file())
 }
