@@ -200,6 +200,97 @@ pub fn is_pdf_key(key: &str) -> bool {
     key.len() >= 4 && key.as_bytes()[key.len() - 4..].eq_ignore_ascii_case(b".pdf")
 }
 
+/// The objects of one listing page that need a label, as jobs (etag set).
+#[derive(Debug, Default)]
+pub struct Selected {
+    /// The selected objects.
+    pub jobs: Vec<Job>,
+    /// PDFs on the page that were not selected.
+    pub skipped: usize,
+}
+
+/// Lists a bucket prefix page by page and selects, per page, the objects that
+/// need a label ([`decide`]). The queue backfill ([`backfill`]) sends them;
+/// the batch backfill (`docsort-worker batch`) stages them for Bedrock batch
+/// inference.
+#[derive(Debug)]
+pub struct Selector<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    dynamodb: &'a aws_sdk_dynamodb::Client,
+    settings: &'a BackfillSettings,
+    /// The next listing page's continuation token.
+    token: Option<String>,
+    done: bool,
+    /// What has been listed and decided so far (the send counts stay 0).
+    pub summary: BackfillSummary,
+}
+
+impl<'a> Selector<'a> {
+    /// A selection over `settings.bucket`/`settings.prefix`, starting at the first page.
+    pub fn new(
+        s3: &'a aws_sdk_s3::Client,
+        dynamodb: &'a aws_sdk_dynamodb::Client,
+        settings: &'a BackfillSettings,
+    ) -> Self {
+        Selector {
+            s3,
+            dynamodb,
+            settings,
+            token: None,
+            done: false,
+            summary: BackfillSummary::default(),
+        }
+    }
+
+    /// The next listing page's selection; `None` after the last page.
+    pub async fn next_page(&mut self) -> Result<Option<Selected>, BackfillError> {
+        if self.done {
+            return Ok(None);
+        }
+        let settings = self.settings;
+        let page = self
+            .s3
+            .list_objects_v2()
+            .bucket(&settings.bucket)
+            .prefix(&settings.prefix)
+            .set_continuation_token(self.token.take())
+            .send()
+            .await
+            .map_err(|e| BackfillError::List {
+                bucket: settings.bucket.clone(),
+                prefix: settings.prefix.clone(),
+                source: Box::new(e),
+            })?;
+        self.summary.list_pages += 1;
+        self.token = page.next_continuation_token().map(str::to_owned);
+        self.done = !page.is_truncated().unwrap_or(false) || self.token.is_none();
+        let listed: Vec<(String, String)> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = o.key().filter(|k| is_pdf_key(k))?;
+                let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+                Some((key.to_owned(), etag))
+            })
+            .collect();
+        self.summary.listed += listed.len() as u64;
+        let stored = read_items(self.dynamodb, settings, &listed, &mut self.summary).await?;
+        let mut selected = Selected::default();
+        for (key, etag) in listed {
+            let decision = decide(stored.get(&key), &etag, settings);
+            self.summary.count(decision);
+            if decision.enqueue() {
+                let mut job = Job::new(&settings.bucket, key, Source::Backfill);
+                job.etag = Some(etag);
+                selected.jobs.push(job);
+            } else {
+                selected.skipped += 1;
+            }
+        }
+        Ok(Some(selected))
+    }
+}
+
 /// Lists `settings.bucket` under `settings.prefix` page by page, compares
 /// each page with the labels table and sends a job for each selected object
 /// (none when `sender` is `None`: a dry run).
@@ -210,66 +301,38 @@ pub async fn backfill(
     sender: Option<&Sender>,
     progress: &ProgressBar,
 ) -> Result<BackfillSummary, BackfillError> {
-    let mut summary = BackfillSummary::default();
+    let mut selector = Selector::new(s3, dynamodb, settings);
+    let (mut enqueued, mut send_failed, mut send_requests) = (0, 0, 0);
     let mut last_log = Instant::now();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(&settings.bucket)
-        .prefix(&settings.prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| BackfillError::List {
-            bucket: settings.bucket.clone(),
-            prefix: settings.prefix.clone(),
-            source: Box::new(e),
-        })?;
-        summary.list_pages += 1;
-        let listed: Vec<(String, String)> = page
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                let key = o.key().filter(|k| is_pdf_key(k))?;
-                let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_owned();
-                Some((key.to_owned(), etag))
-            })
-            .collect();
-        let page_len = listed.len();
-        summary.listed += page_len as u64;
-        progress.inc_length(page_len as u64);
-        let stored = read_items(dynamodb, settings, &listed, &mut summary).await?;
-        let mut jobs = Vec::new();
-        for (key, etag) in listed {
-            let decision = decide(stored.get(&key), &etag, settings);
-            summary.count(decision);
-            if decision.enqueue() {
-                let mut job = Job::new(&settings.bucket, key, Source::Backfill);
-                job.etag = Some(etag);
-                jobs.push(job);
-            }
-        }
+    while let Some(Selected { jobs, skipped }) = selector.next_page().await? {
+        progress.inc_length((jobs.len() + skipped) as u64);
         // Skipped objects are done now; sent ones count as they are sent.
-        progress.inc((page_len - jobs.len()) as u64);
+        progress.inc(skipped as u64);
         match sender {
             Some(sender) => {
                 let sent: EnqueueSummary = sender.send_all(jobs, progress).await;
-                summary.enqueued += sent.enqueued;
-                summary.send_failed += sent.failed;
-                summary.send_requests += sent.requests;
+                enqueued += sent.enqueued;
+                send_failed += sent.failed;
+                send_requests += sent.requests;
             }
             None => progress.inc(jobs.len() as u64),
         }
         if progress.is_hidden() && last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
             tracing::info!(
-                listed = summary.listed,
-                selected = summary.selected,
-                enqueued = summary.enqueued,
+                listed = selector.summary.listed,
+                selected = selector.summary.selected,
+                enqueued,
                 "backfill in progress"
             );
         }
     }
-    Ok(summary)
+    Ok(BackfillSummary {
+        enqueued,
+        send_failed,
+        send_requests,
+        ..selector.summary
+    })
 }
 
 /// The items of `listed` keys, by key: batches of 100 keys, read at once.

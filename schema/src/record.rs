@@ -300,6 +300,10 @@ pub struct LabelRecord {
     /// docsort read scans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_source: Option<TextSource>,
+    /// The Bedrock batch inference job (its ARN) that produced the label,
+    /// when one did (`docsort-worker batch`); absent for on-demand calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_job: Option<String>,
     /// When this record was written (RFC 3339 UTC, milliseconds).
     #[serde(with = "timestamp")]
     pub classified_at: DateTime<Utc>,
@@ -345,6 +349,7 @@ impl LabelRecord {
             pages: None,
             text_chars: None,
             text_source: None,
+            batch_job: None,
             classified_at: chrono::Utc::now(),
             source,
             attempts: 0,
@@ -431,6 +436,7 @@ mod tests {
             pages: Some(3),
             text_chars: Some(5000),
             text_source: Some(TextSource::PageImage),
+            batch_job: None,
             classified_at: "2026-11-25T10:00:00.5Z".parse().unwrap(),
             source: Source::Backfill,
             attempts: 1,
@@ -493,7 +499,7 @@ mod tests {
     fn attributes_added_by_a_newer_docsort_are_ignored() {
         let mut map: std::collections::HashMap<String, AttributeValue> =
             sample().to_item().unwrap().into();
-        map.insert("batch_job".into(), AttributeValue::S("job-1".into()));
+        map.insert("reviewed_by".into(), AttributeValue::S("ops".into()));
         map.insert("image_tokens".into(), AttributeValue::N("1600".into()));
         assert_eq!(LabelRecord::from_item(map.clone()).unwrap(), sample());
         // A text source this docsort does not know reads as `Other`.

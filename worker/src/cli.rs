@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use docsort_schema::retry::Backoff;
+use docsort_worker::batch::staging::S3Location;
+use docsort_worker::batch::{BatchSettings, Quotas};
 use docsort_worker::classify::bedrock::{BedrockSettings, Guardrail, DEFAULT_MODEL_ID};
 use docsort_worker::classify::gate::GateConfig;
 use docsort_worker::classify::local::{self, LocalSettings, Reading};
@@ -34,6 +36,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the pool: receive jobs from the queue until SIGTERM or ctrl-c.
     Run(RunArgs),
+    /// Backfill through Bedrock batch inference (half the on-demand price): select what
+    /// needs a label as `docsort-producer backfill` does, stage it, run batch jobs, write
+    /// the labels. Killed at any point, run it again: it resumes from the staging prefix.
+    Batch(BatchArgs),
     /// Extract text from local PDF files and print it with the outcome (for debugging a label).
     Extract(ExtractArgs),
     /// Classify local PDF files and folders (recursively) and print a table of labels.
@@ -313,6 +319,126 @@ impl RunArgs {
             extract: self.limits.extract_limits()?,
             classifier: self.classifier.settings(ClassifierKind::Bedrock),
         })
+    }
+}
+
+/// `docsort-worker batch`.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Bucket to list.
+    #[arg(long, env = "DOCSORT_BUCKET")]
+    pub bucket: String,
+    /// Only keys under this prefix (e.g. `archive/2025/`).
+    #[arg(long, env = "DOCSORT_PREFIX", default_value = "")]
+    pub prefix: String,
+    /// ARN of the batch service role Bedrock assumes to read the staged inputs and
+    /// write the outputs (the template's BatchRoleArn output).
+    #[arg(long, env = "DOCSORT_BATCH_ROLE_ARN")]
+    pub role_arn: String,
+    /// Where inputs, the manifest, outputs and the run's state are kept:
+    /// `s3://bucket/prefix/` (the template's staging bucket expires them).
+    #[arg(long, env = "DOCSORT_BATCH_STAGING", value_parser = staging_location)]
+    pub staging: S3Location,
+    /// Seconds before the first job status poll; the wait doubles while nothing
+    /// changes, up to `--max-poll-secs`.
+    #[arg(long, env = "DOCSORT_BATCH_POLL_SECS", default_value_t = 60.0, value_parser = seconds)]
+    pub poll_secs: f64,
+    /// Longest wait between job status polls, in seconds.
+    #[arg(long, env = "DOCSORT_BATCH_MAX_POLL_SECS", default_value_t = 900.0, value_parser = seconds)]
+    pub max_poll_secs: f64,
+    /// Hours before Bedrock stops an unfinished job (its unprocessed documents then go on-demand).
+    #[arg(long, env = "DOCSORT_BATCH_TIMEOUT_HOURS", default_value_t = 24, value_parser = clap::value_parser!(i32).range(24..=168))]
+    pub timeout_hours: i32,
+    /// Fewest records per job (Bedrock's minimum); a smaller remainder is sent to the
+    /// on-demand queue instead.
+    #[arg(long, env = "DOCSORT_BATCH_MIN_RECORDS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_records: u64,
+    /// Most records per job (Bedrock's quota).
+    #[arg(long, env = "DOCSORT_BATCH_MAX_RECORDS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_records: u64,
+    /// Most input bytes per job, in MiB (Bedrock's job size quota).
+    #[arg(long, env = "DOCSORT_BATCH_MAX_JOB_MIB", default_value_t = 5 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_job_mib: u64,
+    /// Records per staged input file (also the most a resumed run re-extracts).
+    #[arg(long, env = "DOCSORT_BATCH_FILE_RECORDS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    pub file_records: u64,
+    /// Jobs submitted or in progress at once (Bedrock's concurrent job quota per model).
+    #[arg(long, env = "DOCSORT_BATCH_MAX_JOBS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_jobs: u32,
+    /// The labels table.
+    #[arg(long, env = "DOCSORT_TABLE")]
+    pub table: String,
+    /// URL of the SQS work queue: error records, unparseable answers, documents of jobs
+    /// that failed, expired or stopped, and remainders below the minimum go there, to
+    /// be labeled on-demand by `docsort-worker run`.
+    #[arg(long, env = "DOCSORT_QUEUE_URL")]
+    pub queue_url: String,
+    /// Documents fetched and extracted at once.
+    #[arg(long, env = "DOCSORT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Also select failed documents whose reason may pass on another try
+    /// (timeout, unparseable_answer, not_found).
+    #[arg(long, env = "DOCSORT_RETRY_FAILED")]
+    pub retry_failed: bool,
+    /// Also select documents labeled under another label version.
+    #[arg(long, env = "DOCSORT_RELABEL")]
+    pub relabel: bool,
+    /// Classification settings (Bedrock only; the same as the pool's, so the labels
+    /// carry the same label version).
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+    /// Per-document limits.
+    #[command(flatten)]
+    pub limits: DocumentLimits,
+}
+
+impl BatchArgs {
+    /// The batch run's settings.
+    pub fn settings(&self) -> anyhow::Result<BatchSettings> {
+        if self.classifier.classifier == Some(ClassifierArg::Local) {
+            anyhow::bail!(
+                "batch inference runs Bedrock models: drop --classifier local (DOCSORT_CLASSIFIER)"
+            );
+        }
+        if self.classifier.guardrail_id.is_some() {
+            anyhow::bail!("Bedrock batch inference jobs take no guardrail: drop --guardrail-id (DOCSORT_GUARDRAIL_ID), or backfill through the queue (docsort-producer backfill)");
+        }
+        Ok(BatchSettings {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            table: self.table.clone(),
+            queue_url: self.queue_url.clone(),
+            role_arn: self.role_arn.clone(),
+            staging: self.staging.clone(),
+            poll: Duration::from_secs_f64(self.poll_secs),
+            max_poll: Duration::from_secs_f64(self.max_poll_secs),
+            timeout_hours: self.timeout_hours,
+            quotas: Quotas {
+                min_records: self.min_records,
+                max_records: self.max_records,
+                max_job_bytes: self.max_job_mib * 1024 * 1024,
+                max_file_records: self.file_records,
+                max_running_jobs: self.max_jobs as usize,
+                ..Quotas::default()
+            },
+            concurrency: self.concurrency as usize,
+            retry_failed: self.retry_failed,
+            relabel: self.relabel,
+            max_object_bytes: self.limits.max_object_bytes,
+            extract: self.limits.extract_limits()?,
+            classifier: self.classifier.settings(ClassifierKind::Bedrock),
+        })
+    }
+}
+
+fn staging_location(value: &str) -> Result<S3Location, String> {
+    S3Location::parse(value)
+}
+
+fn seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("{value:?} is not a number of seconds above 0")),
     }
 }
 

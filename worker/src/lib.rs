@@ -5,6 +5,7 @@
 //! - [`extract`]: PDF bytes to text, in a bounded child process;
 //! - [`classify`]: text to one category (Bedrock, or the embedded local model);
 //! - [`pipeline`]: the queue pool, the job processor and the tables;
+//! - [`batch`]: the batch backfill through Bedrock batch inference;
 //! - [`offline`]: local files and labeled sets, for `classify` and `eval`;
 //! - [`events`]: every outcome logged and counted in one place.
 //!
@@ -13,6 +14,7 @@
 //! Tests call the same functions with their own clients and a
 //! [`tokio_util::sync::CancellationToken`] in place of SIGTERM.
 
+pub mod batch;
 pub mod classify;
 pub mod events;
 pub mod extract;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     commands::init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => commands::block_on(commands::run::run(args)),
+        Command::Batch(args) => commands::block_on(commands::batch::batch(args)),
         Command::Classify(args) => commands::block_on(commands::classify::classify(args)),
         Command::Eval(args) => commands::block_on(commands::eval::eval(args)),
         Command::Samples(args) => commands::samples::samples(&args),

@@ -201,6 +201,28 @@ impl BedrockClassifier {
         Ok(result)
     }
 
+    /// The Converse request body of [`Self::classify`]'s first call, as JSON:
+    /// the same system prompt, first user turn (text, or page image and
+    /// question) and inference settings. A batch inference record's
+    /// `modelInput` (`modelInvocationType: Converse`). Batch jobs take no
+    /// guardrail, so none is set.
+    pub fn converse_body(&self, document: &Extracted) -> serde_json::Value {
+        let content = match &document.image {
+            Some(image) => serde_json::json!([
+                {"image": {"format": "png", "source": {"bytes": aws_smithy_types::base64::encode(&image.png)}}},
+                {"text": self.prompt.image_message()},
+            ]),
+            None => serde_json::json!([
+                {"text": self.prompt.user_message(&document.text, self.max_text_chars)}
+            ]),
+        };
+        serde_json::json!({
+            "system": [{"text": self.prompt.system()}],
+            "messages": [{"role": "user", "content": content}],
+            "inferenceConfig": {"maxTokens": self.settings.max_tokens, "temperature": 0.0},
+        })
+    }
+
     /// Which guardrail intervened, and which of its policies fired.
     fn intervention(&self, response: &ConverseResponse) -> String {
         let guardrail = self

@@ -15,7 +15,19 @@ impl Price {
         (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
+
+    /// The batch inference price of the same model: Bedrock bills batch
+    /// jobs at 50% of on-demand for the models that offer them.
+    pub fn batch(self) -> Price {
+        Price {
+            input_per_mtok: self.input_per_mtok * BATCH_SHARE,
+            output_per_mtok: self.output_per_mtok * BATCH_SHARE,
+        }
+    }
 }
+
+/// Share of the on-demand price a batch inference job is billed.
+pub const BATCH_SHARE: f64 = 0.5;
 
 /// Model id prefixes (without region or inference-profile prefix) and their
 /// on-demand prices (us-east-1, published list prices).

@@ -1,6 +1,7 @@
 //! The binary's commands: each turns its flags into the library's settings,
 //! calls the library and prints for people. Nothing here is library code.
 
+pub mod batch;
 pub mod classify;
 pub mod eval;
 pub mod extract;

@@ -14,7 +14,7 @@ use super::state::{Lease, StateError, StateStore};
 use super::store::{LabelStore, StoreError, Written};
 use crate::classify::{Classifier, ClassifyError};
 use crate::events::{Event, Metrics};
-use crate::extract::{extract_bounded, Limits};
+use crate::extract::{extract_bounded, Extracted, Limits};
 
 /// Whether a message is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,34 @@ pub enum JobOutcome {
     Superseded,
     /// Another worker is classifying this object version now: try again later.
     Deferred,
+}
+
+/// A job taken as far as the model by [`Worker::prepare`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// Finished without a model call.
+    Done(JobOutcome),
+    /// Extracted, waiting for the model.
+    Ready(Box<Ready>),
+}
+
+/// A document extracted and waiting for the model.
+#[derive(Debug)]
+pub struct Ready {
+    /// The job.
+    pub job: Job,
+    /// What S3 said about the object.
+    pub meta: ObjectMeta,
+    /// What extraction produced (text, or the first page's image).
+    pub extracted: Extracted,
+    /// Earlier deliveries of this object version that reached the model.
+    pub attempts: u32,
+}
+
+/// What [`Worker::fetch_checked`] found.
+enum Fetch {
+    Got(super::fetch::Fetched),
+    Done(JobOutcome),
 }
 
 /// A problem that is not the document's fault: the message is left for redelivery.
@@ -187,44 +215,11 @@ impl Worker {
         if labeled_already(existing.as_ref(), version, listed_etag.as_deref()) {
             return Ok(JobOutcome::AlreadyLabeled);
         }
-        let fetched = match fetch(&self.s3, job, self.bounds.max_object_bytes).await {
-            Ok(f) => f,
-            Err(FetchError::NotFound) => {
-                let outcome = Outcome::failed(
-                    FailureReason::NotFound,
-                    "The object does not exist (deleted, or never written).",
-                );
-                let record = self.record(
-                    job,
-                    &ObjectMeta::default(),
-                    existing.as_ref(),
-                    false,
-                    outcome,
-                );
-                return self.write(record).await;
-            }
-            Err(FetchError::TooLarge { size, cap, meta }) => {
-                let outcome = Outcome::failed(
-                    FailureReason::TooLarge,
-                    format!("The object is {size} bytes, over the worker's {cap}-byte cap."),
-                );
-                let record = self.record(job, &meta, existing.as_ref(), false, outcome);
-                return self.write(record).await;
-            }
-            Err(e) => return Err(e.into()),
+        let fetched = match self.fetch_checked(job, existing.as_ref()).await? {
+            Fetch::Got(fetched) => fetched,
+            Fetch::Done(outcome) => return Ok(outcome),
         };
         let meta = fetched.meta;
-        if labeled_already(existing.as_ref(), version, meta.etag.as_deref()) {
-            return Ok(JobOutcome::AlreadyLabeled);
-        }
-        if let (Some(stored), Some(ours)) = (
-            existing.as_ref().and_then(|r| r.last_modified),
-            meta.last_modified,
-        ) {
-            if stored > ours {
-                return Ok(JobOutcome::Superseded);
-            }
-        }
         let uri = job.uri();
         let owner = format!("{}/{message_id}", self.instance);
         let etag = meta.etag.clone().unwrap_or_default();
@@ -254,13 +249,88 @@ impl Worker {
         outcome
     }
 
-    async fn classify_and_store(
+    /// Takes one job as far as the model without asking it (the batch
+    /// backfill's ingestion): read, fetched and extracted, or finished
+    /// without a model call (already labeled, superseded, or a failure
+    /// record written). Takes no lease: the model is not called here.
+    pub async fn prepare(&self, job: &Job) -> Result<Prepared, JobError> {
+        let existing = self.store.get(&job.uri()).await?;
+        let listed_etag = job.etag.as_deref().map(normalise_etag);
+        let version = self.classifier.prompt_version();
+        if labeled_already(existing.as_ref(), version, listed_etag.as_deref()) {
+            return Ok(Prepared::Done(JobOutcome::AlreadyLabeled));
+        }
+        let fetched = match self.fetch_checked(job, existing.as_ref()).await? {
+            Fetch::Got(fetched) => fetched,
+            Fetch::Done(outcome) => return Ok(Prepared::Done(outcome)),
+        };
+        let meta = fetched.meta;
+        match self
+            .extract(job, fetched.bytes, &meta, existing.as_ref())
+            .await?
+        {
+            Ok(extracted) => Ok(Prepared::Ready(Box::new(Ready {
+                job: job.clone(),
+                attempts: earlier_attempts(existing.as_ref(), &meta),
+                meta,
+                extracted,
+            }))),
+            Err(outcome) => Ok(Prepared::Done(outcome)),
+        }
+    }
+
+    /// Downloads `job`'s object; a missing or oversized object gets its
+    /// failure record, and an object already labeled or superseded needs
+    /// nothing more.
+    async fn fetch_checked(
+        &self,
+        job: &Job,
+        existing: Option<&LabelRecord>,
+    ) -> Result<Fetch, JobError> {
+        let fetched = match fetch(&self.s3, job, self.bounds.max_object_bytes).await {
+            Ok(f) => f,
+            Err(FetchError::NotFound) => {
+                let outcome = Outcome::failed(
+                    FailureReason::NotFound,
+                    "The object does not exist (deleted, or never written).",
+                );
+                let record = self.record(job, &ObjectMeta::default(), existing, false, outcome);
+                return Ok(Fetch::Done(self.write(record).await?));
+            }
+            Err(FetchError::TooLarge { size, cap, meta }) => {
+                let outcome = Outcome::failed(
+                    FailureReason::TooLarge,
+                    format!("The object is {size} bytes, over the worker's {cap}-byte cap."),
+                );
+                let record = self.record(job, &meta, existing, false, outcome);
+                return Ok(Fetch::Done(self.write(record).await?));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let version = self.classifier.prompt_version();
+        if labeled_already(existing, version, fetched.meta.etag.as_deref()) {
+            return Ok(Fetch::Done(JobOutcome::AlreadyLabeled));
+        }
+        if let (Some(stored), Some(ours)) = (
+            existing.and_then(|r| r.last_modified),
+            fetched.meta.last_modified,
+        ) {
+            if stored > ours {
+                return Ok(Fetch::Done(JobOutcome::Superseded));
+            }
+        }
+        Ok(Fetch::Got(fetched))
+    }
+
+    /// Extracts the document within the worker's bounds; a document that
+    /// cannot be read gets its failure record (`Err`: how the job ended).
+    async fn extract(
         &self,
         job: &Job,
         bytes: Vec<u8>,
         meta: &ObjectMeta,
         existing: Option<&LabelRecord>,
-    ) -> Result<JobOutcome, JobError> {
+    ) -> Result<Result<Extracted, JobOutcome>, JobError> {
         let budget = self.classifier.max_text_chars();
         let (extracted, stats) = extract_bounded(
             &self.bounds.extract,
@@ -270,14 +340,27 @@ impl Worker {
         )
         .await;
         self.metrics.record_extraction(&job.uri(), stats);
-        let extracted = match extracted {
-            Ok(x) => x,
+        match extracted {
+            Ok(x) => Ok(Ok(x)),
             Err(e) => {
                 let outcome = Outcome::failed(e.reason(), e.detail());
                 let mut record = self.record(job, meta, existing, false, outcome);
                 record.pages = e.pages();
-                return self.write(record).await;
+                Ok(Err(self.write(record).await?))
             }
+        }
+    }
+
+    async fn classify_and_store(
+        &self,
+        job: &Job,
+        bytes: Vec<u8>,
+        meta: &ObjectMeta,
+        existing: Option<&LabelRecord>,
+    ) -> Result<JobOutcome, JobError> {
+        let extracted = match self.extract(job, bytes, meta, existing).await? {
+            Ok(extracted) => extracted,
+            Err(outcome) => return Ok(outcome),
         };
         let answer = self.classifier.classify(&extracted).await?;
         let mut record = self.record(job, meta, existing, true, answer.outcome());
@@ -317,7 +400,6 @@ impl Worker {
         reached_model: bool,
         outcome: Outcome,
     ) -> LabelRecord {
-        let same_object = existing.filter(|r| r.etag.is_some() && r.etag == meta.etag);
         let mut record = LabelRecord::new(
             job.uri(),
             job.bucket.clone(),
@@ -330,9 +412,17 @@ impl Worker {
         record.etag = meta.etag.clone();
         record.size_bytes = meta.size;
         record.last_modified = meta.last_modified;
-        record.attempts = same_object.map_or(0, |r| r.attempts) + u32::from(reached_model);
+        record.attempts = earlier_attempts(existing, meta) + u32::from(reached_model);
         record
     }
+}
+
+/// Deliveries of the object `meta` describes that reached the model, as
+/// `existing` counts them (0 when it is about another object version).
+fn earlier_attempts(existing: Option<&LabelRecord>, meta: &ObjectMeta) -> u32 {
+    existing
+        .filter(|r| r.etag.is_some() && r.etag == meta.etag)
+        .map_or(0, |r| r.attempts)
 }
 
 /// Whether `record` is a label for the object with `etag` under `version`.
