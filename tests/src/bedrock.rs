@@ -23,6 +23,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::bedrock_batch::BatchControl;
+
 /// One Converse request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -88,13 +90,15 @@ pub type Script = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
 struct Shared {
     script: Script,
     calls: Mutex<Vec<Call>>,
-    refusals: Mutex<Vec<String>>,
+    refusals: Arc<Mutex<Vec<String>>>,
 }
 
 /// A running stand-in; stops when dropped.
 pub struct StandIn {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`: Bedrock Runtime and the control plane's batch jobs.
     pub endpoint: String,
+    /// The batch inference jobs (control plane).
+    pub batch: Arc<BatchControl>,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -108,14 +112,23 @@ impl Drop for StandIn {
 impl StandIn {
     /// Starts a stand-in that replies by `script`.
     pub async fn start(script: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> StandIn {
+        let script: Script = Arc::new(script);
+        let refusals = Arc::new(Mutex::default());
         let shared = Arc::new(Shared {
-            script: Arc::new(script),
+            script: script.clone(),
             calls: Mutex::default(),
-            refusals: Mutex::default(),
+            refusals: refusals.clone(),
         });
+        let moto = crate::env::sdk_config(&crate::moto::shared().endpoint).await;
+        let batch = Arc::new(BatchControl::new(
+            script,
+            docsort_worker::pipeline::aws::s3_client(&moto),
+            refusals,
+        ));
         let app = Router::new()
             .route("/model/{model_id}/converse", post(converse))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .merge(crate::bedrock_batch::routes(batch.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -127,6 +140,7 @@ impl StandIn {
         });
         StandIn {
             endpoint,
+            batch,
             shared,
             server,
         }
@@ -194,40 +208,9 @@ async fn converse(
             .push(message.clone());
         return error(StatusCode::BAD_REQUEST, "ValidationException", &message);
     }
-    let turns: Vec<(String, String)> = body["messages"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|msg| {
-                    (
-                        msg["role"].as_str().unwrap_or("").to_owned(),
-                        texts(msg.get("content")),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let images = body["messages"][0]["content"]
-        .as_array()
-        .map(|blocks| blocks.iter().filter_map(seen_image).collect())
-        .unwrap_or_default();
-    let call = Call {
-        model_id,
-        system: texts(body.get("system")),
-        document: turns
-            .first()
-            .map(|(_, t)| document_of(t))
-            .unwrap_or_default(),
-        turns,
-        inference_config: body.get("inferenceConfig").cloned().unwrap_or(Value::Null),
-        images,
-        guardrail: body.get("guardrailConfig").cloned().unwrap_or(Value::Null),
-        at: Instant::now(),
-    };
+    let call = call_of(&model_id, &body, Instant::now());
     let mut reply = (shared.script)(&call);
-    let input_tokens = (call.system.len() + call.turns.iter().map(|(_, t)| t.len()).sum::<usize>())
-        / 4
-        + call.images.iter().map(SeenImage::tokens).sum::<usize>();
+    let input_tokens = input_tokens(&call);
     let guarded = !call.guardrail.is_null();
     shared.calls.lock().expect("calls lock").push(call);
     while let Reply::After(delay, inner) = reply {
@@ -281,6 +264,47 @@ async fn converse(
         ),
         Reply::After(..) => unreachable!("delays are unwrapped above"),
     }
+}
+
+/// The call a Converse request body makes (already validated).
+pub fn call_of(model_id: &str, body: &Value, at: Instant) -> Call {
+    let turns: Vec<(String, String)> = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|msg| {
+                    (
+                        msg["role"].as_str().unwrap_or("").to_owned(),
+                        texts(msg.get("content")),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let images = body["messages"][0]["content"]
+        .as_array()
+        .map(|blocks| blocks.iter().filter_map(seen_image).collect())
+        .unwrap_or_default();
+    Call {
+        model_id: model_id.to_owned(),
+        system: texts(body.get("system")),
+        document: turns
+            .first()
+            .map(|(_, t)| document_of(t))
+            .unwrap_or_default(),
+        turns,
+        inference_config: body.get("inferenceConfig").cloned().unwrap_or(Value::Null),
+        images,
+        guardrail: body.get("guardrailConfig").cloned().unwrap_or(Value::Null),
+        at,
+    }
+}
+
+/// Input tokens the stand-in bills a call: a token per 4 characters of
+/// text, and width x height / 750 per image.
+pub fn input_tokens(call: &Call) -> usize {
+    (call.system.len() + call.turns.iter().map(|(_, t)| t.len()).sum::<usize>()) / 4
+        + call.images.iter().map(SeenImage::tokens).sum::<usize>()
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {

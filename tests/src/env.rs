@@ -559,7 +559,8 @@ impl TestEnv {
     }
 
     /// Environment for a `docsort-worker` or `docsort-producer` child process:
-    /// moto for S3/SQS/DynamoDB, the stand-in for Bedrock Runtime.
+    /// moto for S3/SQS/DynamoDB, the stand-in for Bedrock Runtime and the
+    /// control plane's batch jobs.
     pub fn child_env(&self) -> Vec<(String, String)> {
         let moto = &crate::moto::shared().endpoint;
         [
@@ -568,6 +569,7 @@ impl TestEnv {
                 "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
                 self.bedrock.endpoint.as_str(),
             ),
+            ("AWS_ENDPOINT_URL_BEDROCK", self.bedrock.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // test tooling reports and panics
 
 mod backfill;
+mod batch;
 mod budget;
 mod common;
 mod extraction;

@@ -186,7 +186,7 @@ impl std::fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "listed {} / selected {} / staged {} (+{} from the interrupted run) / recorded without a model {} / jobs created {} / labeled {} / already stored {} / on-demand {} (error records {}, unparseable {}, unprocessed {}, below the job minimum {}) / batch cost ${:.6}",
+            "listed {} / selected {} / staged {} / staged by the interrupted run {} / recorded without a model {} / jobs created {} / labeled {} / already stored {} / on-demand {} (error records {}, unparseable {}, unprocessed {}, below the job minimum {}) / batch cost ${:.6}",
             self.listed,
             self.selected,
             self.staged,
