@@ -355,7 +355,7 @@ async fn killed_during_ingestion_it_stages_the_rest_and_nothing_twice() {
     first.wait().await.expect("killed batch exits");
     assert_eq!(env.bedrock.batch.creates(), 0, "killed before any job");
     let staged_before: usize = staged_keys(&env, &stage).await.values().sum();
-    assert!(staged_before >= 20 && staged_before < N, "{staged_before}");
+    assert!((20..N).contains(&staged_before), "{staged_before}");
 
     let summary = run_batch(&env, &stage, &["--file-records", "10"]).await;
     // The resumed run took over what was staged and extracted only the rest.
