@@ -384,7 +384,8 @@ async fn killed_during_ingestion_it_stages_the_rest_and_nothing_twice() {
 async fn error_records_and_jobs_that_end_early_are_labeled_on_demand() {
     const N: usize = 300;
     // First sight of a document ending in 3: throttled (an error record);
-    // ending in 7: no category. Seen again (on-demand): the right label.
+    // ending in 7: no category. Seen again (the re-ask, or on-demand): the
+    // right label.
     let seen: Arc<Mutex<HashSet<usize>>> = Arc::default();
     let first_sight = seen.clone();
     let (env, stage) = batch_env("batch-errors", N, move |call| {
@@ -419,15 +420,25 @@ async fn error_records_and_jobs_that_end_early_are_labeled_on_demand() {
     let errors = in_batch.iter().filter(|i| *i % 10 == 3).count() as u64;
     let unparseable = in_batch.iter().filter(|i| *i % 10 == 7).count() as u64;
     assert_eq!(count(&summary, "error records"), errors, "{summary}");
-    assert_eq!(count(&summary, "unparseable"), unparseable, "{summary}");
+    assert_eq!(count(&summary, "re-asked"), unparseable, "{summary}");
+    assert_eq!(count(&summary, "failed after the re-ask"), 0, "{summary}");
     assert_eq!(count(&summary, "unprocessed"), 100 + 67, "{summary}");
     let on_demand = count(&summary, "on-demand");
-    assert_eq!(on_demand, errors + unparseable + 167, "{summary}");
-    assert_eq!(
-        env.bedrock.call_count(),
-        0,
-        "the batch run itself calls no model"
-    );
+    assert_eq!(on_demand, errors + 167, "{summary}");
+    // The batch run's own model calls: one re-ask per answer that was no category.
+    let reasks = env.bedrock.calls();
+    assert_eq!(reasks.len() as u64, unparseable);
+    for call in &reasks {
+        let i = number(call).expect("a re-ask is about a document");
+        assert_eq!(i % 10, 7);
+        let roles: Vec<&str> = call.turns.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "user"],
+            "the batch answer, then the re-ask"
+        );
+        assert_eq!(call.turns[1].1, "banana");
+    }
 
     // The pool labels what went on-demand, one call each.
     let worker = env.start_worker().await;
@@ -456,13 +467,13 @@ async fn error_records_and_jobs_that_end_early_are_labeled_on_demand() {
         .count() as u64;
     assert_eq!(
         env.bedrock.call_count() as u64,
-        on_demand + first_seen_on_demand
+        unparseable + on_demand + first_seen_on_demand
     );
     for i in 0..N {
         let item = &items[&key(i)];
         assert_eq!(item.label(), Some(label(i)), "{}", key(i));
         if let Some(job) = &item.batch_job {
-            assert!(in_batch.contains(&i) && i % 10 != 3 && i % 10 != 7);
+            assert!(in_batch.contains(&i) && i % 10 != 3);
             assert_ne!(job, &jobs[1].arn, "the failed job labeled nothing");
         }
     }

@@ -19,10 +19,10 @@
 //! 3. **Wait and collect.** Job statuses are polled with backoff. A finished
 //!    job's outputs are joined to its manifest on `recordId`. Answers become
 //!    labels, under the same conditional write rules, at the batch price,
-//!    naming the job in `batch_job`. Error records, unparseable answers, and
-//!    records a failed, stopped, expired or partial job never processed go to
-//!    the on-demand queue. There the pool labels them, re-asking when an
-//!    answer is not a category.
+//!    naming the job in `batch_job`. An answer that is no category gets the
+//!    on-demand re-ask here (one Converse call, billed on-demand). Error
+//!    records, and records a failed, stopped, expired or partial job never
+//!    processed, go to the on-demand queue, where the pool labels them.
 
 pub mod jobs;
 pub mod output;
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use docsort_producer::backfill::{BackfillError, BackfillSettings, Selected, Selector};
 use docsort_producer::Sender;
-use docsort_schema::{Job, LabelRecord, Outcome, Source};
+use docsort_schema::{Job, LabelRecord, Outcome, Source, Status};
 use futures::{stream, StreamExt};
 use indicatif::ProgressBar;
 
@@ -93,7 +93,7 @@ pub struct BatchSettings {
     pub prefix: String,
     /// The labels table.
     pub table: String,
-    /// The on-demand work queue (error records, unparseable answers, jobs
+    /// The on-demand work queue (error records, records of jobs
     /// that ended early, folders below the minimum).
     pub queue_url: String,
     /// The batch service role Bedrock assumes to read inputs and write outputs.
@@ -170,15 +170,17 @@ pub struct BatchSummary {
     pub superseded: u64,
     /// Error records (sent on-demand).
     pub error_records: u64,
-    /// Answers that were no category (sent on-demand).
-    pub unparseable: u64,
+    /// Answers that were no category, re-asked on-demand here.
+    pub reasked: u64,
+    /// Documents recorded `failed` after the re-ask (no category twice).
+    pub failed: u64,
     /// Records a job never processed (sent on-demand).
     pub unprocessed: u64,
     /// Documents in folders below the job minimum (sent on-demand).
     pub below_minimum: u64,
     /// Documents sent to the on-demand queue, all reasons together.
     pub on_demand: u64,
-    /// Cost of the batch answers at the batch price, USD.
+    /// Cost of the answers written: batch price, plus on-demand for re-asks, USD.
     pub cost_usd: f64,
 }
 
@@ -186,7 +188,7 @@ impl std::fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "listed {} / selected {} / staged {} / staged by the interrupted run {} / recorded without a model {} / jobs created {} / labeled {} / already stored {} / on-demand {} (error records {}, unparseable {}, unprocessed {}, below the job minimum {}) / batch cost ${:.6}",
+            "listed {} / selected {} / staged {} / staged by the interrupted run {} / recorded without a model {} / jobs created {} / labeled {} / re-asked {} / failed after the re-ask {} / already stored {} / on-demand {} (error records {}, unprocessed {}, below the job minimum {}) / cost ${:.6}",
             self.listed,
             self.selected,
             self.staged,
@@ -194,10 +196,11 @@ impl std::fmt::Display for BatchSummary {
             self.recorded,
             self.jobs_created,
             self.labeled,
+            self.reasked,
+            self.failed,
             self.superseded,
             self.on_demand,
             self.error_records,
-            self.unparseable,
             self.unprocessed,
             self.below_minimum,
             self.cost_usd
@@ -534,36 +537,48 @@ impl Run<'_> {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let (record_id, result) = match output::parse_line(line) {
+                let record = match output::parse_line(line) {
                     Ok(parsed) => parsed,
                     Err(e) => {
                         tracing::warn!(%key, line = n + 1, error = %e, "unreadable output line; its record goes on-demand");
                         continue;
                     }
                 };
-                let Some(entry) = entries.remove(&record_id) else {
-                    tracing::warn!(%key, %record_id, "output record not in the manifest (or seen twice); ignored");
+                let Some(entry) = entries.remove(&record.record_id) else {
+                    tracing::warn!(%key, record_id = %record.record_id, "output record not in the manifest (or seen twice); ignored");
                     continue;
                 };
-                match result {
+                match record.result {
                     RecordResult::Answer {
                         text,
                         input_tokens,
                         output_tokens,
-                    } => match self.classifier.prompt().parse_answer(&text) {
-                        Ok(category) => labels.push(self.label_record(
-                            &entry,
-                            category.name.clone(),
+                    } => {
+                        let mut answer = Answer {
+                            outcome: Outcome::Labeled {
+                                label: String::new(),
+                            },
                             input_tokens,
                             output_tokens,
-                            arn,
-                        )),
-                        Err(_) => {
-                            tracing::info!(uri = %entry.uri(), answer = %text, "batch answer is not a category; it goes on-demand for a re-ask");
-                            summary.unparseable += 1;
-                            on_demand.push(entry.job());
+                            cost_usd: self.price.map(|p| p.cost(input_tokens, output_tokens)),
+                        };
+                        if let Ok(category) = self.classifier.prompt().parse_answer(&text) {
+                            answer.outcome = Outcome::Labeled {
+                                label: category.name.clone(),
+                            };
+                        } else {
+                            summary.reasked += 1;
+                            // The re-ask's outcome replaces the placeholder.
+                            if let Err(why) =
+                                self.reask(&record.model_input, &text, &mut answer).await
+                            {
+                                tracing::info!(uri = %entry.uri(), answer = %text, %why, "cannot re-ask; the document goes on-demand");
+                                on_demand.push(entry.job());
+                                continue;
+                            }
                         }
-                    },
+                        labels.push(self.batch_record(&entry, answer, arn));
+                    }
                     RecordResult::Error(error) => {
                         tracing::info!(uri = %entry.uri(), %error, "error record; it goes on-demand");
                         summary.error_records += 1;
@@ -577,19 +592,19 @@ impl Run<'_> {
             tracing::info!(%arn, records = entries.len(), status = job.status.as_deref().unwrap_or(""), "records without output; they go on-demand");
         }
         on_demand.extend(entries.values().map(ManifestEntry::job));
-        let written: Vec<Result<(Written, f64), StoreError>> = stream::iter(labels)
-            .map(|record| async move {
-                let cost = record.cost_usd.unwrap_or(0.0);
-                self.store.put(&record).await.map(|w| (w, cost))
-            })
+        let written: Vec<Result<(Written, LabelRecord), StoreError>> = stream::iter(labels)
+            .map(|record| async move { self.store.put(&record).await.map(|w| (w, record)) })
             .buffer_unordered(16)
             .collect()
             .await;
         for result in written {
             match result? {
-                (Written::Stored, cost) => {
-                    summary.labeled += 1;
-                    summary.cost_usd += cost;
+                (Written::Stored, record) => {
+                    match record.status() {
+                        Status::Labeled => summary.labeled += 1,
+                        Status::Failed => summary.failed += 1,
+                    }
+                    summary.cost_usd += record.cost_usd.unwrap_or(0.0);
                 }
                 (Written::Superseded, _) => summary.superseded += 1,
             }
@@ -597,31 +612,48 @@ impl Run<'_> {
         self.enqueue(on_demand, summary).await
     }
 
-    /// The label record of a batch answer.
-    fn label_record(
+    /// Asks once more on-demand after a batch answer that was no category;
+    /// adds the re-ask's outcome, tokens and on-demand cost to `answer`.
+    async fn reask(
         &self,
-        entry: &ManifestEntry,
-        label: String,
-        input_tokens: u64,
-        output_tokens: u64,
-        arn: &str,
-    ) -> LabelRecord {
+        request: &serde_json::Value,
+        text: &str,
+        answer: &mut Answer,
+    ) -> Result<(), String> {
+        let reasked = match self.classifier.reask_after(request, text).await {
+            None => return Err("the output's modelInput is not what docsort staged".into()),
+            Some(Err(e)) => return Err(anyhow_chain(&e)),
+            Some(Ok(reasked)) => reasked,
+        };
+        answer.outcome = reasked.outcome();
+        answer.input_tokens += reasked.input_tokens;
+        answer.output_tokens += reasked.output_tokens;
+        let on_demand = self
+            .classifier
+            .price()
+            .map(|p| p.cost(reasked.input_tokens, reasked.output_tokens));
+        answer.cost_usd = answer.cost_usd.zip(on_demand).map(|(a, b)| a + b);
+        Ok(())
+    }
+
+    /// The record of a batch answer (after its re-ask, when it needed one).
+    fn batch_record(&self, entry: &ManifestEntry, answer: Answer, arn: &str) -> LabelRecord {
         let mut record = LabelRecord::new(
             entry.uri(),
             entry.bucket.clone(),
             entry.key.clone(),
             self.classifier.version().to_owned(),
             Source::Backfill,
-            Outcome::Labeled { label },
+            answer.outcome,
         );
         record.version_id = entry.version_id.clone();
         record.etag = entry.etag.clone();
         record.size_bytes = entry.size_bytes;
         record.last_modified = entry.last_modified;
         record.model_id = Some(self.classifier.model_id().to_owned());
-        record.input_tokens = input_tokens;
-        record.output_tokens = output_tokens;
-        record.cost_usd = self.price.map(|p| p.cost(input_tokens, output_tokens));
+        record.input_tokens = answer.input_tokens;
+        record.output_tokens = answer.output_tokens;
+        record.cost_usd = answer.cost_usd;
         record.pages = Some(entry.pages);
         record.text_chars = Some(entry.text_chars);
         record.text_source = Some(entry.text_source);
@@ -660,6 +692,27 @@ impl Run<'_> {
     fn token(&self, state: &RunState, job: &JobState) -> String {
         format!("{}-{}", state.run_id, job.folder)
     }
+}
+
+/// A batch answer, after its re-ask when it needed one.
+struct Answer {
+    outcome: Outcome,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Batch price of the batch answer plus on-demand price of the re-ask.
+    cost_usd: Option<f64>,
+}
+
+/// `error: cause: cause` in one line.
+fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 /// Fills job folders with chunks of records, within the quotas.

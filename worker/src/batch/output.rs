@@ -27,13 +27,26 @@ pub enum RecordResult {
 struct Line {
     record_id: String,
     #[serde(default)]
+    model_input: Value,
+    #[serde(default)]
     model_output: Option<Value>,
     #[serde(default)]
     error: Option<Value>,
 }
 
-/// One output line's record id and result.
-pub fn parse_line(line: &[u8]) -> Result<(String, RecordResult), serde_json::Error> {
+/// One output line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    /// The record's id, as staged.
+    pub record_id: String,
+    /// What it got.
+    pub result: RecordResult,
+    /// The request as staged (Bedrock echoes it), for a re-ask.
+    pub model_input: Value,
+}
+
+/// One output line's record id, result and request.
+pub fn parse_line(line: &[u8]) -> Result<OutputRecord, serde_json::Error> {
     let line: Line = serde_json::from_slice(line)?;
     let result = match (line.model_output, line.error) {
         (Some(output), None) => answer(&output),
@@ -44,7 +57,11 @@ pub fn parse_line(line: &[u8]) -> Result<(String, RecordResult), serde_json::Err
         )),
         (None, None) => RecordResult::Error("neither modelOutput nor error".into()),
     };
-    Ok((line.record_id, result))
+    Ok(OutputRecord {
+        record_id: line.record_id,
+        result,
+        model_input: line.model_input,
+    })
 }
 
 /// A Converse response body's text and usage.
@@ -73,20 +90,19 @@ mod tests {
     #[test]
     fn answers_and_error_records_parse() {
         let ok = br#"{"recordId":"00000000001","modelInput":{},"modelOutput":{"output":{"message":{"role":"assistant","content":[{"text":"invoice"}]}},"stopReason":"end_turn","usage":{"inputTokens":812,"outputTokens":2,"totalTokens":814}}}"#;
+        let ok = parse_line(ok).unwrap();
+        assert_eq!(ok.record_id, "00000000001");
         assert_eq!(
-            parse_line(ok).unwrap(),
-            (
-                "00000000001".into(),
-                RecordResult::Answer {
-                    text: "invoice".into(),
-                    input_tokens: 812,
-                    output_tokens: 2
-                }
-            )
+            ok.result,
+            RecordResult::Answer {
+                text: "invoice".into(),
+                input_tokens: 812,
+                output_tokens: 2
+            }
         );
         let error = br#"{"recordId":"00000000002","modelInput":{},"error":{"errorCode":429,"errorMessage":"Too many tokens"}}"#;
         assert_eq!(
-            parse_line(error).unwrap().1,
+            parse_line(error).unwrap().result,
             RecordResult::Error("429 Too many tokens".into())
         );
         assert!(parse_line(b"{\"modelOutput\":{}}").is_err());

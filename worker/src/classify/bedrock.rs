@@ -156,22 +156,39 @@ impl BedrockClassifier {
     /// extraction made one.
     pub async fn classify(&self, document: &Extracted) -> Result<Classification, ClassifyError> {
         let first = match &document.image {
-            Some(image) => Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Image(
-                    ImageBlock::builder()
-                        .format(ImageFormat::Png)
-                        .source(ImageSource::Bytes(Blob::new(image.png.clone())))
-                        .build()?,
-                ))
-                .content(ContentBlock::Text(self.prompt.image_message()))
-                .build()?,
+            Some(image) => image_message(image.png.clone(), self.prompt.image_message())?,
             None => user(
                 self.prompt
                     .user_message(&document.text, self.max_text_chars),
             )?,
         };
-        let mut messages = vec![first];
+        self.ask(vec![first], 2).await
+    }
+
+    /// Asks once more after `answer`, which was no category: the re-ask
+    /// [`Self::classify`] makes, for a first answer that came from elsewhere
+    /// (a batch inference job). `first` is the first user turn as sent there
+    /// ([`Self::converse_body`]); `None` when it is not what docsort sends.
+    /// The tokens and calls counted are the re-ask's only.
+    pub async fn reask_after(
+        &self,
+        first_request: &serde_json::Value,
+        answer: &str,
+    ) -> Option<Result<Classification, ClassifyError>> {
+        let first = first_message(first_request)?;
+        Some(match reask(vec![first], answer, self.prompt.reask()) {
+            Ok(messages) => self.ask(messages, 1).await,
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    /// Asks `messages`, and again after an answer that is no category, up to
+    /// `tries` answers.
+    async fn ask(
+        &self,
+        mut messages: Vec<Message>,
+        tries: usize,
+    ) -> Result<Classification, ClassifyError> {
         let mut result = Classification {
             label: Err(AnswerError::Empty),
             input_tokens: 0,
@@ -179,7 +196,7 @@ impl BedrockClassifier {
             calls: 0,
             blocked: None,
         };
-        for _ in 0..2 {
+        for attempt in 1..=tries {
             let response = self.converse_with_retries(&messages).await?;
             result.calls += 1;
             if let Some(usage) = response.usage() {
@@ -192,7 +209,7 @@ impl BedrockClassifier {
             }
             let answer = answer_text(&response);
             result.label = self.prompt.parse_answer(&answer).map(|c| c.name.clone());
-            if result.label.is_ok() {
+            if result.label.is_ok() || attempt == tries {
                 break;
             }
             tracing::debug!(answer = %answer, "answer is not a category; asking again");
@@ -357,6 +374,38 @@ fn reask(
     Ok(messages)
 }
 
+/// A user turn of a page image (PNG) and the question.
+fn image_message(
+    png: Vec<u8>,
+    question: String,
+) -> Result<Message, aws_sdk_bedrockruntime::error::BuildError> {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Image(
+            ImageBlock::builder()
+                .format(ImageFormat::Png)
+                .source(ImageSource::Bytes(Blob::new(png)))
+                .build()?,
+        ))
+        .content(ContentBlock::Text(question))
+        .build()
+}
+
+/// The first user turn of a request body [`BedrockClassifier::converse_body`]
+/// wrote; `None` for any other shape.
+fn first_message(body: &serde_json::Value) -> Option<Message> {
+    let blocks = body["messages"][0]["content"].as_array()?;
+    match blocks.as_slice() {
+        [text] => user(text["text"].as_str()?.to_owned()).ok(),
+        [image, question] => {
+            let png = aws_smithy_types::base64::decode(image["image"]["source"]["bytes"].as_str()?)
+                .ok()?;
+            image_message(png, question["text"].as_str()?.to_owned()).ok()
+        }
+        _ => None,
+    }
+}
+
 fn user(text: String) -> Result<Message, aws_sdk_bedrockruntime::error::BuildError> {
     Message::builder()
         .role(ConversationRole::User)
@@ -473,5 +522,52 @@ mod tests {
                 ("user".to_owned(), vec!["One word.".to_owned()]),
             ]
         );
+    }
+
+    /// A batch record's request reads back as the first turn `classify` sends.
+    #[test]
+    fn a_staged_request_reads_back_as_its_first_turn() {
+        let client = aws_sdk_bedrockruntime::Client::from_conf(
+            aws_sdk_bedrockruntime::Config::builder()
+                .behavior_version(aws_sdk_bedrockruntime::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let classifier = BedrockClassifier::new(
+            client,
+            BedrockSettings::new(DEFAULT_MODEL_ID),
+            Arc::new(Prompt::new(docsort_schema::Taxonomy::default())),
+            100,
+            Arc::new(Metrics::default()),
+        );
+        let text = Extracted::from_text("INVOICE No. 7");
+        let body = classifier.converse_body(&text);
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.0);
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 8);
+        assert_eq!(body["system"][0]["text"], classifier.prompt().system());
+        let first = first_message(&body).unwrap();
+        assert_eq!(
+            roles_and_blocks(&[first]),
+            [(
+                "user".to_owned(),
+                vec![classifier.prompt().user_message("INVOICE No. 7", 100)]
+            )]
+        );
+        let mut scan = Extracted::from_text("");
+        scan.image = Some(crate::extract::PageImage {
+            png: b"\x89PNG fake".to_vec(),
+            width: 2,
+            height: 3,
+        });
+        let first = first_message(&classifier.converse_body(&scan)).unwrap();
+        let image = first.content()[0].as_image().unwrap();
+        assert_eq!(
+            image.source().unwrap().as_bytes().unwrap().as_ref(),
+            b"\x89PNG fake"
+        );
+        assert_eq!(
+            first.content()[1].as_text().unwrap(),
+            &classifier.prompt().image_message()
+        );
+        assert!(first_message(&serde_json::json!({"messages": []})).is_none());
     }
 }
