@@ -147,6 +147,9 @@ async fn stack_deploys_to_moto_and_the_pipeline_runs_on_its_resources() {
         "StateTableName",
         "ClusterName",
         "ServiceName",
+        "BatchRoleArn",
+        "BatchStaging",
+        "BatchBackfillTaskDefinitionArn",
     ] {
         assert!(!output(name).is_empty(), "{name}");
     }
