@@ -342,8 +342,11 @@ async fn read_items(
     listed: &[(String, String)],
     summary: &mut BackfillSummary,
 ) -> Result<HashMap<String, Stored>, BackfillError> {
-    let batches: Vec<(HashMap<String, Stored>, u64)> = stream::iter(listed.chunks(BATCH_GET))
-        .map(|chunk| read_batch(dynamodb, settings, chunk))
+    // Owned chunks: a future borrowing a chunk of `listed` is not provably
+    // `Send` for every lifetime, and callers spawn the batch run.
+    let chunks: Vec<Vec<(String, String)>> = listed.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
+    let batches: Vec<(HashMap<String, Stored>, u64)> = stream::iter(chunks)
+        .map(|chunk| async move { read_batch(dynamodb, settings, &chunk).await })
         .buffer_unordered(READS_AT_ONCE)
         .try_collect()
         .await?;

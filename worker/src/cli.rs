@@ -400,6 +400,13 @@ impl BatchArgs {
                 "batch inference runs Bedrock models: drop --classifier local (DOCSORT_CLASSIFIER)"
             );
         }
+        if self.min_records > self.max_records {
+            anyhow::bail!(
+                "--min-records {} is above --max-records {}: no job could be formed",
+                self.min_records,
+                self.max_records
+            );
+        }
         if self.classifier.guardrail_id.is_some() {
             anyhow::bail!("Bedrock batch inference jobs take no guardrail: drop --guardrail-id (DOCSORT_GUARDRAIL_ID), or backfill through the queue (docsort-producer backfill)");
         }

@@ -381,6 +381,57 @@ async fn killed_during_ingestion_it_stages_the_rest_and_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_folder_is_submitted_during_ingestion_and_once_after_a_kill() {
+    const N: usize = 250;
+    let (env, stage) = batch_env("batch-early", N, right).await;
+    env.bedrock.batch.hold(true);
+    let extra = ["--max-records", "100", "--concurrency", "1"];
+    let mut first = spawn_batch(&env, &stage, &extra);
+    wait::until(
+        "the first job, created during ingestion",
+        Duration::from_secs(120),
+        || async { (env.bedrock.batch.creates() == 1).then_some(()) },
+    )
+    .await;
+    first.start_kill().expect("SIGKILL batch");
+    first.wait().await.expect("killed batch exits");
+    let staged_at_kill: usize = staged_keys(&env, &stage).await.values().sum();
+    assert!(
+        staged_at_kill < N,
+        "killed during ingestion ({staged_at_kill} staged)"
+    );
+
+    env.bedrock.batch.hold(false);
+    let summary = run_batch(&env, &stage, &extra).await;
+    // 100 + 100 in two jobs, the last 50 below the minimum: on-demand.
+    let jobs = env.bedrock.batch.jobs();
+    assert_eq!(
+        jobs.iter().map(|j| j.records).collect::<Vec<_>>(),
+        [100, 100]
+    );
+    assert_eq!(count(&summary, "jobs created"), 1, "{summary}");
+    assert_eq!(count(&summary, "below the job minimum"), 50, "{summary}");
+    let staged = staged_keys(&env, &stage).await;
+    assert_eq!(staged.len(), N);
+    assert!(staged.values().all(|&n| n == 1), "a document staged twice");
+    let worker = env.start_worker().await;
+    wait::until(
+        "every document labeled",
+        Duration::from_secs(120),
+        || async { (env.items().await.len() == N).then_some(()) },
+    )
+    .await;
+    worker.stop().await;
+    let items = env.items().await;
+    assert!((0..N).all(|i| items[&key(i)].label() == Some(label(i))));
+    assert_eq!(
+        items.values().filter(|r| r.batch_job.is_some()).count(),
+        200
+    );
+    assert_eq!(env.bedrock.call_count(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn error_records_and_jobs_that_end_early_are_labeled_on_demand() {
     const N: usize = 300;
     // First sight of a document ending in 3: throttled (an error record);

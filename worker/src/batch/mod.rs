@@ -3,7 +3,8 @@
 //! on-demand price.
 //!
 //! A run goes through three stages, each resumable from the staging prefix
-//! ([`staging`]) after a kill at any point:
+//! ([`staging`]) after a kill at any point (the first two overlap: a job is
+//! submitted as soon as its folder is full):
 //! 1. **Ingest.** List the prefix as the queue backfill does, then fetch and
 //!    extract each selected object with the worker's bounds
 //!    ([`Worker::prepare`]). Failures are recorded as usual. Each document
@@ -310,8 +311,7 @@ impl Run<'_> {
             }
         };
         if !state.ingested {
-            let folders = self.ingest(&state, &version, &mut summary).await?;
-            state.jobs = self.plan(&state, folders, &mut summary).await?;
+            self.ingest(&mut state, &version, &mut summary).await?;
             state.ingested = true;
             self.staging.save_state(&state).await?;
         }
@@ -320,14 +320,15 @@ impl Run<'_> {
         Ok(summary)
     }
 
-    /// Stages every selected document that is not staged yet; returns each
-    /// job folder's (records, bytes).
+    /// Stages every selected document that is not staged yet. Each job
+    /// folder is submitted as soon as it is full, so jobs run while the rest
+    /// is extracted.
     async fn ingest(
         &self,
-        state: &RunState,
+        state: &mut RunState,
         version: &str,
         summary: &mut BatchSummary,
-    ) -> Result<BTreeMap<String, (u64, u64)>, BatchError> {
+    ) -> Result<(), BatchError> {
         let mut writer = ChunkWriter::resume(self, state).await?;
         summary.resumed = writer.staged.len() as u64;
         let selection = BackfillSettings {
@@ -354,7 +355,9 @@ impl Run<'_> {
             while let Some((job, result)) = prepared.next().await {
                 match result {
                     Ok(Prepared::Ready(ready)) => {
-                        writer.add(self, &ready).await?;
+                        if let Some(full) = writer.add(self, &ready).await? {
+                            self.seal(state, full, summary).await?;
+                        }
                         summary.staged += 1;
                     }
                     Ok(Prepared::Done(outcome)) => {
@@ -381,42 +384,91 @@ impl Run<'_> {
         writer.flush(self).await?;
         summary.listed = selector.summary.listed;
         summary.selected = selector.summary.selected;
-        Ok(writer.folders)
+        // The last folder, and any a kill left staged but not yet planned.
+        for (folder, (records, bytes)) in writer.folders {
+            if !state.jobs.iter().any(|j| j.folder == folder) {
+                self.seal(state, (folder, records, bytes), summary).await?;
+            }
+        }
+        Ok(())
     }
 
-    /// The jobs of the staged folders; a folder below the job minimum goes
-    /// to the on-demand queue instead.
-    async fn plan(
+    /// Plans the job of a folder that takes no more records, and submits
+    /// what the job quota allows; a folder below the job minimum goes to the
+    /// on-demand queue instead.
+    async fn seal(
         &self,
-        state: &RunState,
-        folders: BTreeMap<String, (u64, u64)>,
+        state: &mut RunState,
+        (folder, records, bytes): (String, u64, u64),
         summary: &mut BatchSummary,
-    ) -> Result<Vec<JobState>, BatchError> {
-        let mut jobs = Vec::new();
-        for (folder, (records, bytes)) in folders {
-            let mut job = JobState {
-                folder,
-                records,
-                bytes,
-                arn: None,
-                status: None,
-                done: false,
-            };
-            if records < self.settings.quotas.min_records {
-                let entries = self
-                    .staging
-                    .job_manifest(&state.run_id, &job.folder)
-                    .await?;
-                tracing::info!(folder = %job.folder, records, min_records = self.settings.quotas.min_records, "below the batch job minimum: these documents go to the on-demand queue");
-                summary.below_minimum += entries.len() as u64;
-                self.enqueue(entries.iter().map(ManifestEntry::job).collect(), summary)
-                    .await?;
-                job.status = Some("OnDemand".into());
-                job.done = true;
-            }
-            jobs.push(job);
+    ) -> Result<(), BatchError> {
+        let mut job = JobState {
+            folder,
+            records,
+            bytes,
+            arn: None,
+            status: None,
+            done: false,
+        };
+        if records < self.settings.quotas.min_records {
+            let entries = self
+                .staging
+                .job_manifest(&state.run_id, &job.folder)
+                .await?;
+            tracing::info!(folder = %job.folder, records, min_records = self.settings.quotas.min_records, "below the batch job minimum: these documents go to the on-demand queue");
+            summary.below_minimum += entries.len() as u64;
+            self.enqueue(entries.iter().map(ManifestEntry::job).collect(), summary)
+                .await?;
+            job.status = Some("OnDemand".into());
+            job.done = true;
         }
-        Ok(jobs)
+        state.jobs.push(job);
+        self.staging.save_state(state).await?;
+        self.submit(state, summary).await
+    }
+
+    /// Creates the planned jobs that have none yet, as many as the running
+    /// job quota allows (a quota or throttling refusal: later).
+    async fn submit(
+        &self,
+        state: &mut RunState,
+        summary: &mut BatchSummary,
+    ) -> Result<(), BatchError> {
+        let mut running = state
+            .jobs
+            .iter()
+            .filter(|j| j.arn.is_some() && !j.done)
+            .count();
+        for i in 0..state.jobs.len() {
+            let job = &state.jobs[i];
+            if job.arn.is_some() || job.done {
+                continue;
+            }
+            if running >= self.settings.quotas.max_running_jobs {
+                break;
+            }
+            match jobs::create(
+                self.control,
+                &self.spec(state, job),
+                &self.token(state, job),
+            )
+            .await?
+            {
+                Created::Job(arn) => {
+                    tracing::info!(folder = %job.folder, records = job.records, %arn, "batch job submitted");
+                    state.jobs[i].arn = Some(arn);
+                    summary.jobs_created += 1;
+                    running += 1;
+                    // Saved at once: a kill now must not lose the ARN.
+                    self.staging.save_state(state).await?;
+                }
+                Created::NotNow(why) => {
+                    tracing::info!(folder = %job.folder, %why, "job quota reached; submitting later");
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Submits the planned jobs (as many at once as the quota allows), polls
@@ -429,40 +481,7 @@ impl Run<'_> {
         let mut delay = self.settings.poll;
         loop {
             let mut changed = false;
-            let mut running = state
-                .jobs
-                .iter()
-                .filter(|j| j.arn.is_some() && !j.done)
-                .count();
-            for i in 0..state.jobs.len() {
-                let job = &state.jobs[i];
-                if job.arn.is_some() || job.done {
-                    continue;
-                }
-                if running >= self.settings.quotas.max_running_jobs {
-                    break;
-                }
-                match jobs::create(
-                    self.control,
-                    &self.spec(state, job),
-                    &self.token(state, job),
-                )
-                .await?
-                {
-                    Created::Job(arn) => {
-                        tracing::info!(folder = %job.folder, records = job.records, %arn, "batch job submitted");
-                        state.jobs[i].arn = Some(arn);
-                        summary.jobs_created += 1;
-                        running += 1;
-                        // Saved at once: a kill now must not lose the ARN.
-                        self.staging.save_state(state).await?;
-                    }
-                    Created::NotNow(why) => {
-                        tracing::info!(folder = %job.folder, %why, "job quota reached; submitting later");
-                        break;
-                    }
-                }
-            }
+            self.submit(state, summary).await?;
             for i in 0..state.jobs.len() {
                 let (Some(arn), false) = (state.jobs[i].arn.clone(), state.jobs[i].done) else {
                     continue;
@@ -761,6 +780,10 @@ impl ChunkWriter {
                 }
             }
         }
+        // A planned folder takes no more records.
+        if state.jobs.iter().any(|j| j.folder == writer.folder_name()) {
+            (writer.folder, writer.chunk) = (writer.folder + 1, 1);
+        }
         Ok(writer)
     }
 
@@ -768,8 +791,13 @@ impl ChunkWriter {
         format!("job-{:04}", self.folder)
     }
 
-    /// Adds one record, first closing the chunk or the job folder it would overflow.
-    async fn add(&mut self, run: &Run<'_>, ready: &Ready) -> Result<(), StagingError> {
+    /// Adds one record, first closing the chunk or the job folder it would
+    /// overflow; a closed folder is returned with its (records, bytes).
+    async fn add(
+        &mut self,
+        run: &Run<'_>,
+        ready: &Ready,
+    ) -> Result<Option<(String, u64, u64)>, StagingError> {
         let record_id = format!("{:011}", self.next_record);
         self.next_record += 1;
         let mut line = serde_json::to_vec(&serde_json::json!({
@@ -786,9 +814,12 @@ impl ChunkWriter {
             .unwrap_or_default();
         let records = folder_records + self.manifest.len() as u64 + 1;
         let bytes = folder_bytes + (self.input.len() + line.len()) as u64;
+        let mut full = None;
         if records > quotas.max_records || bytes > quotas.max_job_bytes {
             self.flush(run).await?;
-            if self.folders.contains_key(&self.folder_name()) {
+            let name = self.folder_name();
+            if let Some(&(records, bytes)) = self.folders.get(&name) {
+                full = Some((name, records, bytes));
                 self.folder += 1;
                 self.chunk = 1;
             }
@@ -813,7 +844,7 @@ impl ChunkWriter {
             bytes: line.len() as u64,
         });
         self.input.extend_from_slice(&line);
-        Ok(())
+        Ok(full)
     }
 
     /// Stages the open chunk, if it has records.
