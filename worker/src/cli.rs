@@ -383,6 +383,11 @@ pub struct BatchArgs {
     /// Also select documents labeled under another label version.
     #[arg(long, env = "DOCSORT_RELABEL")]
     pub relabel: bool,
+    /// CloudWatch namespace for Embedded Metric Format lines on stdout, one per collected
+    /// job (DocumentsLabeled, DocumentsFailed, ModelInputTokens, ModelOutputTokens,
+    /// ModelCostUsd: the same metrics as the pool's); unset: no metric lines.
+    #[arg(long, env = "DOCSORT_METRICS_NAMESPACE")]
+    pub metrics_namespace: Option<String>,
     /// Classification settings (Bedrock only; the same as the pool's, so the labels
     /// carry the same label version).
     #[command(flatten)]
@@ -434,6 +439,7 @@ impl BatchArgs {
             max_object_bytes: self.limits.max_object_bytes,
             extract: self.limits.extract_limits()?,
             classifier: self.classifier.settings(ClassifierKind::Bedrock),
+            metrics_namespace: self.metrics_namespace.clone(),
         })
     }
 }

@@ -110,6 +110,7 @@ async fn main() {
         max_object_bytes: run.max_object_bytes,
         extract: run.extract.clone(),
         classifier: run.classifier.clone(),
+        metrics_namespace: None,
     };
     let bedrock_sdk = sdk_config(&env.bedrock.endpoint).await;
     let clients = Clients {
@@ -121,10 +122,9 @@ async fn main() {
     let control = aws_sdk_bedrock::Client::new(&bedrock_sdk);
     env.bedrock.batch.hold(true);
     let started = Instant::now();
-    let task =
-        tokio::spawn(
-            async move { docsort_worker::batch::run(&clients, &control, &settings).await },
-        );
+    let task = tokio::spawn(async move {
+        docsort_worker::batch::run(&clients, &control, &settings, Box::new(std::io::sink())).await
+    });
     wait::until(
         "the batch job to run",
         Duration::from_secs(1800),

@@ -198,7 +198,15 @@ async fn staged_keys(env: &TestEnv, stage: &str) -> HashMap<String, usize> {
 async fn a_batch_run_labels_every_new_document_at_half_price_and_pays_once() {
     const N: usize = 150;
     let (env, stage) = batch_env("batch-full", N, right).await;
-    let summary = run_batch(&env, &stage, &["--file-records", "40"]).await;
+    let stdout = run_batch(
+        &env,
+        &stage,
+        &["--file-records", "40", "--metrics-namespace", "DocsortTest"],
+    )
+    .await;
+    let (metric_lines, summary): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| l.starts_with('{'));
+    let summary = summary.join("\n");
     assert_eq!(count(&summary, "staged"), N as u64, "{summary}");
     assert_eq!(count(&summary, "jobs created"), 1, "{summary}");
     assert_eq!(count(&summary, "on-demand"), 0, "{summary}");
@@ -238,6 +246,17 @@ async fn a_batch_run_labels_every_new_document_at_half_price_and_pays_once() {
     }
     assert_eq!(env.bedrock.call_count(), 0, "no on-demand call");
     assert_eq!(env.depth(&env.queue_url).await, (0, 0));
+    // One metric line for the one job: what it labeled and cost, as the pool reports it.
+    assert_eq!(metric_lines.len(), 1, "{metric_lines:?}");
+    let line: serde_json::Value = serde_json::from_str(metric_lines[0]).expect("EMF line");
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "DocsortTest"
+    );
+    assert_eq!(line["DocumentsLabeled"], N as f64);
+    let spent: f64 = items.values().filter_map(|r| r.cost_usd).sum();
+    let reported = line["ModelCostUsd"].as_f64().expect("ModelCostUsd");
+    assert!((reported - spent).abs() < 1e-9, "{reported} vs {spent}");
     // The run is finished: its state moved into its own folder.
     let state = keys(&env, &stage, "batch/").await;
     assert_eq!(

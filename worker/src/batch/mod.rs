@@ -45,6 +45,7 @@ use crate::classify::{Classifier, ClassifierSettings, SetupError};
 use crate::events::Metrics;
 use crate::extract::Limits;
 use crate::pipeline::aws::Clients;
+use crate::pipeline::emf::EmfWriter;
 use crate::pipeline::job::{Bounds, JobOutcome, Prepared, Ready, Worker};
 use crate::pipeline::state::StateStore;
 use crate::pipeline::store::{LabelStore, StoreError, Written};
@@ -121,6 +122,9 @@ pub struct BatchSettings {
     pub extract: Limits,
     /// The Bedrock classifier whose requests the records carry.
     pub classifier: ClassifierSettings,
+    /// CloudWatch namespace of the EMF metric lines (one per collected job:
+    /// labels, tokens, cost); `None`: no metric lines.
+    pub metrics_namespace: Option<String>,
 }
 
 /// The batch run stopped; run it again to resume.
@@ -181,8 +185,25 @@ pub struct BatchSummary {
     pub below_minimum: u64,
     /// Documents sent to the on-demand queue, all reasons together.
     pub on_demand: u64,
+    /// Tokens of the answers written (batch answers and re-asks).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
     /// Cost of the answers written: batch price, plus on-demand for re-asks, USD.
     pub cost_usd: f64,
+}
+
+impl BatchSummary {
+    /// The pool's counters for the same outcomes, for metric lines.
+    fn events(&self) -> crate::events::Summary {
+        crate::events::Summary {
+            labeled: self.labeled,
+            failed: self.failed,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_usd: self.cost_usd,
+            ..Default::default()
+        }
+    }
 }
 
 impl std::fmt::Display for BatchSummary {
@@ -221,15 +242,19 @@ struct Run<'a> {
     sender: Sender,
     /// The batch price of the model, when known.
     price: Option<Price>,
+    /// Metric lines, when a namespace is set.
+    emf: Option<std::sync::Mutex<EmfWriter>>,
 }
 
 /// Runs (or resumes) the batch backfill of `settings.bucket`/`settings.prefix`
 /// to completion: every selected document ends labeled, recorded as failed,
 /// or on the on-demand queue.
+/// Metric lines (when `settings.metrics_namespace` is set) go to `metrics_out`.
 pub async fn run(
     clients: &Clients,
     control: &aws_sdk_bedrock::Client,
     settings: &BatchSettings,
+    metrics_out: Box<dyn std::io::Write + Send>,
 ) -> Result<BatchSummary, BatchError> {
     let metrics = Arc::new(Metrics::default());
     let bedrock = clients.bedrock.clone();
@@ -268,6 +293,10 @@ pub async fn run(
         store,
         sender: Sender::new(clients.sqs.clone(), settings.queue_url.clone(), 4),
         price,
+        emf: settings
+            .metrics_namespace
+            .clone()
+            .map(|ns| std::sync::Mutex::new(EmfWriter::new(ns, metrics_out))),
     };
     run.go().await
 }
@@ -623,10 +652,18 @@ impl Run<'_> {
                         Status::Labeled => summary.labeled += 1,
                         Status::Failed => summary.failed += 1,
                     }
+                    summary.input_tokens += record.input_tokens;
+                    summary.output_tokens += record.output_tokens;
                     summary.cost_usd += record.cost_usd.unwrap_or(0.0);
                 }
                 (Written::Superseded, _) => summary.superseded += 1,
             }
+        }
+        if let Some(emf) = &self.emf {
+            // What this job added, as the pool's metrics (ModelCostUsd, ...).
+            emf.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .flush(&summary.events());
         }
         self.enqueue(on_demand, summary).await
     }
