@@ -307,7 +307,8 @@ pub fn input_tokens(call: &Call) -> usize {
         + call.images.iter().map(SeenImage::tokens).sum::<usize>()
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+/// An AWS JSON error response: the type in `x-amzn-ErrorType`, the message in the body.
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-amzn-ErrorType", kind.parse().expect("valid header"));
     (status, headers, Json(json!({ "message": message }))).into_response()

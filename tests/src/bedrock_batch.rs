@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::bedrock::{self, Reply, Script};
+use crate::bedrock::{self, error, Reply, Script};
 
 /// How a job ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,15 +144,6 @@ pub fn routes(control: Arc<BatchControl>) -> Router {
         .route("/model-invocation-job/{id}", get(get_job))
         .route("/model-invocation-job/{id}/stop", post(stop))
         .with_state(control)
-}
-
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        [("x-amzn-ErrorType", kind.to_owned())],
-        Json(json!({ "message": message })),
-    )
-        .into_response()
 }
 
 fn matches_name(s: &str) -> bool {

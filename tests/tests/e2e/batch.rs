@@ -324,6 +324,18 @@ async fn killed_while_waiting_it_resumes_the_same_job_and_creates_no_second() {
         .await
         .expect("put state");
 
+    // Another label version must not take the unfinished run over.
+    let other = batch_command(&env, &stage, &["--max-text-chars", "3000"])
+        .output()
+        .await
+        .expect("run batch");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("an unfinished batch run of this prefix") && stderr.contains(&state_key),
+        "{stderr}"
+    );
+
     let lists_before = env.bedrock.batch.lists();
     let resumed = spawn_batch(&env, &stage, &[]);
     wait::until(

@@ -38,6 +38,33 @@ pub enum JobsError {
     Build(#[from] aws_sdk_bedrock::error::BuildError),
 }
 
+impl JobsError {
+    /// Bedrock refused the request itself (access denied, no such job,
+    /// invalid input): trying again cannot help. Throttling, server errors
+    /// and timeouts are not refusals.
+    pub fn is_refusal(&self) -> bool {
+        fn refused<E: aws_sdk_bedrock::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+            match e {
+                SdkError::ServiceError(se) => matches!(
+                    se.err().code(),
+                    Some(
+                        "AccessDeniedException"
+                            | "ResourceNotFoundException"
+                            | "ValidationException"
+                    )
+                ),
+                _ => false,
+            }
+        }
+        match self {
+            JobsError::Create { source, .. } => refused(source),
+            JobsError::Get { source, .. } => refused(source),
+            JobsError::List { source, .. } => refused(source),
+            JobsError::Build(_) => true,
+        }
+    }
+}
+
 /// What a create attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {

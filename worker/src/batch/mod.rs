@@ -517,6 +517,8 @@ impl Run<'_> {
                 };
                 let status = match jobs::status(self.control, &arn).await {
                     Ok(status) => status,
+                    // Bedrock answered no (access denied, no such job): polling cannot help.
+                    Err(e) if e.is_refusal() => return Err(e.into()),
                     Err(e) => {
                         tracing::warn!(%arn, error = &e as &dyn std::error::Error, "cannot read the job's status; polling again later");
                         continue;
@@ -678,7 +680,7 @@ impl Run<'_> {
     ) -> Result<(), String> {
         let reasked = match self.classifier.reask_after(request, text).await {
             None => return Err("the output's modelInput is not what docsort staged".into()),
-            Some(Err(e)) => return Err(anyhow_chain(&e)),
+            Some(Err(e)) => return Err(error_chain(&e)),
             Some(Ok(reasked)) => reasked,
         };
         answer.outcome = reasked.outcome();
@@ -760,7 +762,7 @@ struct Answer {
 }
 
 /// `error: cause: cause` in one line.
-fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -774,7 +776,8 @@ fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Fills job folders with chunks of records, within the quotas.
 struct ChunkWriter {
     run_id: String,
-    /// URIs already staged (not staged again).
+    /// URIs the interrupted run staged (not staged again; a listing
+    /// never repeats a key within one run).
     staged: HashSet<String>,
     /// Each folder's (records, bytes) so far.
     folders: BTreeMap<String, (u64, u64)>,
@@ -899,7 +902,6 @@ impl ChunkWriter {
         let counts = self.folders.entry(folder).or_default();
         counts.0 += manifest.len() as u64;
         counts.1 += bytes;
-        self.staged.extend(manifest.iter().map(ManifestEntry::uri));
         self.chunk += 1;
         Ok(())
     }
