@@ -10,7 +10,7 @@ use docsort_worker::batch::staging::S3Location;
 use docsort_worker::batch::{BatchSettings, Quotas};
 use docsort_worker::classify::bedrock::{BedrockSettings, Guardrail, DEFAULT_MODEL_ID};
 use docsort_worker::classify::gate::GateConfig;
-use docsort_worker::classify::local::{self, LocalSettings, Reading};
+use docsort_worker::classify::local::{self, HeadChoice, LocalSettings, Reading};
 use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
 use docsort_worker::extract::{Fallback, Isolation, Limits};
 use docsort_worker::pipeline::RunSettings;
@@ -47,6 +47,9 @@ pub enum Command {
     /// Score a classifier on a labeled JSONL set ({"id","label","text"} per line):
     /// accuracy, per-category precision/recall, confusion matrix, time per document.
     Eval(EvalArgs),
+    /// Fit a head for the local model on labeled examples (folders of PDFs per category, a
+    /// manifest TSV, or a labeled JSONL): k-fold cross-validation, then the head file.
+    Train(TrainArgs),
     /// Write sample PDFs of each default category into a folder (for the quickstart).
     Samples(SamplesArgs),
     /// Internal: extract one PDF from standard input and report as JSON (the worker's isolated extraction).
@@ -101,6 +104,13 @@ pub struct ClassifierArgs {
     /// first reading's answer is accepted.
     #[arg(long, env = "DOCSORT_LOCAL_CONFIDENCE", default_value_t = 0.9, value_parser = confidence)]
     pub local_confidence: f32,
+    /// A trained head (`docsort-worker train`) that decides the local model's category
+    /// from its hidden state [default: the shipped head, when it fits the taxonomy and reading].
+    #[arg(long, env = "DOCSORT_LOCAL_HEAD", conflicts_with = "no_head")]
+    pub head: Option<PathBuf>,
+    /// No trained head: the local model's zero-shot label scores decide.
+    #[arg(long, env = "DOCSORT_LOCAL_NO_HEAD")]
+    pub no_head: bool,
     /// Folder with the local model's files (`scripts/fetch-model` puts them there)
     /// [default: ~/.cache/docsort/models/<model>].
     #[arg(long, env = "DOCSORT_LOCAL_MODEL_DIR")]
@@ -191,6 +201,11 @@ impl ClassifierArgs {
                     doc_tokens: self.local_doc_tokens as usize,
                     first_tokens: self.local_first_tokens.min(self.local_doc_tokens) as usize,
                     confidence: self.local_confidence,
+                },
+                head: match (&self.head, self.no_head) {
+                    (_, true) => HeadChoice::None,
+                    (Some(file), false) => HeadChoice::File(file.clone()),
+                    (None, false) => HeadChoice::Default,
                 },
             },
         }
@@ -499,6 +514,46 @@ pub struct EvalArgs {
     /// Classification settings.
     #[command(flatten)]
     pub classifier: ClassifierArgs,
+}
+
+/// `docsort-worker train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Labeled examples: folders with one subfolder of PDFs per category, manifest .tsv
+    /// files (`file` and `category` columns), or labeled .jsonl files ({"id","label","text"}).
+    #[arg(required = true)]
+    pub examples: Vec<PathBuf>,
+    /// Where to write the head (JSON); use it with `--head`.
+    #[arg(long, env = "DOCSORT_TRAIN_OUT")]
+    pub out: PathBuf,
+    /// Cross-validation folds.
+    #[arg(long, env = "DOCSORT_TRAIN_FOLDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=50))]
+    pub folds: u32,
+    /// Manifest column that groups the folds, so no source is in both training and test
+    /// [default: `source_repo` when the manifest has it].
+    #[arg(long, env = "DOCSORT_TRAIN_GROUP_BY")]
+    pub group_by: Option<String>,
+    /// Rename a category of the examples before use, `FROM=TO` (repeatable), e.g.
+    /// `--alias "scientific paper=report"`. Categories outside the taxonomy are skipped.
+    #[arg(long, env = "DOCSORT_TRAIN_ALIAS", value_delimiter = ';', value_parser = alias)]
+    pub alias: Vec<(String, String)>,
+    /// L2 penalty on the standardised weights.
+    #[arg(long, env = "DOCSORT_TRAIN_L2", default_value_t = 0.05)]
+    pub l2: f64,
+    /// Classification settings (the local model, taxonomy and reading the head is for).
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+    /// Per-document limits.
+    #[command(flatten)]
+    pub limits: DocumentLimits,
+}
+
+fn alias(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| format!("expected FROM=TO, e.g. \"scientific paper=report\", got {value:?}"))
 }
 
 /// `docsort-worker samples`.

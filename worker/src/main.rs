@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Batch(args) => commands::block_on(commands::batch::batch(args)),
         Command::Classify(args) => commands::block_on(commands::classify::classify(args)),
         Command::Eval(args) => commands::block_on(commands::eval::eval(args)),
+        Command::Train(args) => commands::block_on(commands::train::train(args)),
         Command::Samples(args) => commands::samples::samples(&args),
         Command::Extract(args) => commands::extract::extract(&args),
         Command::ExtractChild { .. } => unreachable!("handled above"),

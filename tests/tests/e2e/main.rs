@@ -10,6 +10,7 @@ mod budget;
 mod common;
 mod extraction;
 mod faults;
+mod head;
 mod infra;
 mod local;
 mod pipeline;

@@ -92,8 +92,9 @@ impl Classifier {
                     prompt,
                     settings.max_text_chars,
                     local.reading,
+                    &local.head,
                 )?;
-                tracing::info!(model = model.model_id(), dir = %local.model_dir.display(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
+                tracing::info!(model = model.model_id(), dir = %local.model_dir.display(), head = model.head().is_some(), load_ms = started.elapsed().as_millis() as u64, "local model loaded");
                 Classifier::Local(Arc::new(model))
             }
         })

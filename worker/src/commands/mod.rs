@@ -7,6 +7,7 @@ pub mod eval;
 pub mod extract;
 pub mod run;
 pub mod samples;
+pub mod train;
 
 use std::future::Future;
 use std::io::IsTerminal;

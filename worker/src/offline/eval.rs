@@ -190,6 +190,9 @@ impl std::fmt::Display for EvalReport {
                 writeln!(f, "  {id}: {g} -> {p}")?;
             }
         }
+        if self.times.is_empty() {
+            return Ok(());
+        }
         let mean =
             self.times.iter().sum::<Duration>().as_secs_f64() / self.times.len().max(1) as f64;
         write!(

@@ -19,10 +19,13 @@ use std::sync::Arc;
 
 use docsort_schema::prompt::budget_text;
 use docsort_schema::Prompt;
+use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use head::{FitFor, Head, HeadError};
 use qwen2::{Cache, Qwen2, Weights};
 
+pub mod head;
 mod qwen2;
 mod tokenizer;
 
@@ -58,6 +61,8 @@ pub enum LocalError {
     Tokenize(#[source] tokenizers::Error),
     #[error("local inference failed")]
     Inference(#[source] Box<candle_core::Error>),
+    #[error(transparent)]
+    Head(#[from] HeadError),
 }
 
 impl From<candle_core::Error> for LocalError {
@@ -86,21 +91,46 @@ pub struct Scored {
     pub tokens_evaluated: u64,
 }
 
-/// Where the local model is and how much of a document it reads.
+/// A head's features of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// After the first tokens (the cascade's first stage).
+    pub first: Vec<f32>,
+    /// After the whole reading.
+    pub full: Vec<f32>,
+    /// Document and question tokens evaluated.
+    pub tokens_evaluated: u64,
+}
+
+/// Where the local model is, how much of a document it reads, and which head decides.
 #[derive(Debug, Clone)]
 pub struct LocalSettings {
     /// The folder holding [`MODEL_FILE`].
     pub model_dir: PathBuf,
     /// How much of each document is read.
     pub reading: Reading,
+    /// Which trained head decides, if any.
+    pub head: HeadChoice,
+}
+
+/// Which trained head decides the category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadChoice {
+    /// The shipped head when it fits the taxonomy and reading; zero-shot otherwise.
+    Default,
+    /// This head file (refused when it does not fit).
+    File(PathBuf),
+    /// None: zero-shot label scoring.
+    None,
 }
 
 impl Default for LocalSettings {
-    /// The model in [`default_model_dir`], read as [`Reading::default`].
+    /// The model in [`default_model_dir`], read as [`Reading::default`], with the shipped head.
     fn default() -> Self {
         LocalSettings {
             model_dir: default_model_dir(),
             reading: Reading::default(),
+            head: HeadChoice::Default,
         }
     }
 }
@@ -159,6 +189,10 @@ pub struct LocalClassifier {
     model: Qwen2,
     /// The evaluated fixed prompt prefix, shared by every document.
     prefix_cache: Cache,
+    /// What a head must have been fitted for to be used with this classifier.
+    fit_for: FitFor,
+    /// The trained head that decides, when there is one.
+    head: Option<Head>,
 }
 
 impl std::fmt::Debug for LocalClassifier {
@@ -177,6 +211,7 @@ impl LocalClassifier {
         prompt: Arc<Prompt>,
         max_text_chars: usize,
         reading: Reading,
+        head: &HeadChoice,
     ) -> Result<Self, LocalError> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
@@ -231,12 +266,50 @@ impl LocalClassifier {
         for id in prefix.iter().chain(&suffix) {
             settings.extend(id.to_le_bytes());
         }
+        let model = Qwen2::load(&weights, &label_tokens).map_err(|e| format_err(&path, e))?;
+        let mut prompt_hash = Sha256::new();
+        for id in prefix.iter().chain(&suffix) {
+            prompt_hash.update(id.to_le_bytes());
+        }
+        let fit_for = FitFor {
+            model_sha256: model_sha256(&path)?,
+            prompt_sha256: hex(&prompt_hash.finalize()),
+            categories: names.iter().map(|n| (*n).to_owned()).collect(),
+            doc_tokens: reading.doc_tokens,
+            first_tokens: reading.first_tokens,
+            max_text_chars,
+            dim: model.hidden_size(),
+        };
+        let head = match head {
+            HeadChoice::None => None,
+            HeadChoice::File(file) => {
+                let head = Head::read(file)?;
+                head.check(&fit_for, file)?;
+                Some(head)
+            }
+            HeadChoice::Default => {
+                let shipped = Path::new("<the shipped head>");
+                let head = Head::parse(head::DEFAULT_HEAD, shipped)?;
+                match head.check(&fit_for, shipped) {
+                    Ok(()) => Some(head),
+                    Err(why) => {
+                        tracing::info!(%why, "the shipped head does not fit this taxonomy or reading: zero-shot");
+                        None
+                    }
+                }
+            }
+        };
+        // A head decides instead of the label scores: it is part of the label version.
+        if let Some(head) = &head {
+            settings.extend(head.digest());
+        }
         let model_id = format!("local:{MODEL_NAME}");
         let version = prompt.label_version(&model_id, max_text_chars, &settings);
-        let model = Qwen2::load(&weights, &label_tokens).map_err(|e| format_err(&path, e))?;
         let mut prefix_cache = Cache::default();
         model.extend(&mut prefix_cache, &prefix)?;
         Ok(LocalClassifier {
+            fit_for,
+            head,
             model_id,
             version,
             prompt,
@@ -278,16 +351,102 @@ impl LocalClassifier {
         Ok(self.model.scores(&last)?)
     }
 
-    /// Scores every category for `text` (CPU-bound: call from a blocking thread).
-    pub fn classify(&self, text: &str) -> Result<Scored, LocalError> {
+    /// What a head must have been fitted for to be used here.
+    pub fn fit_for(&self) -> &FitFor {
+        &self.fit_for
+    }
+
+    /// How much of a document is read.
+    pub fn reading(&self) -> Reading {
+        self.reading
+    }
+
+    /// The trained head that decides, if any.
+    pub fn head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
+    /// The document tokens read: the first `doc_tokens` of the text's first
+    /// `max_text_chars` characters.
+    fn document_tokens(&self, text: &str) -> Result<Vec<u32>, LocalError> {
         let doc = budget_text(text, self.max_text_chars);
-        let doc_ids = self
+        let mut ids = self
             .tokenizer
             .encode(doc.as_str(), false)
             .map_err(LocalError::Tokenize)?
             .get_ids()
             .to_vec();
-        let doc = &doc_ids[..doc_ids.len().min(self.reading.doc_tokens)];
+        ids.truncate(self.reading.doc_tokens);
+        Ok(ids)
+    }
+
+    /// A head's features for `text` ([`head::FEATURE`]): after the first
+    /// tokens and after the whole reading (the same when the document is no
+    /// longer than the first tokens). CPU-bound: call from a blocking thread.
+    pub fn features(&self, text: &str) -> Result<Features, LocalError> {
+        let doc = self.document_tokens(text)?;
+        let first = doc.len().min(self.reading.first_tokens);
+        let mut cache = self.prefix_cache.clone();
+        let after_first = self.read(&mut cache, &doc[..first])?;
+        let mut tokens_evaluated = (first + self.suffix.len()) as u64;
+        let full = if first < doc.len() {
+            cache.truncate(self.prefix_len + first)?;
+            tokens_evaluated += (doc.len() - first + self.suffix.len()) as u64;
+            self.read(&mut cache, &doc[first..])?
+        } else {
+            after_first.clone()
+        };
+        Ok(Features {
+            first: after_first,
+            full,
+            tokens_evaluated,
+        })
+    }
+
+    /// Reads `tokens` after `cache`, asks the question: the hidden state at the answer.
+    fn read(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        let input: Vec<u32> = tokens.iter().chain(&self.suffix).copied().collect();
+        Ok(self.model.extend(cache, &input)?.to_vec1::<f32>()?)
+    }
+
+    /// The head's answer, reading as the cascade does: the first tokens, and
+    /// the rest only when the first stage is less confident than the reading's
+    /// confidence (or the head has no first stage).
+    fn classify_with_head(&self, head: &Head, text: &str) -> Result<Scored, LocalError> {
+        let doc = self.document_tokens(text)?;
+        let first = match head.first {
+            Some(_) => doc.len().min(self.reading.first_tokens),
+            None => doc.len(),
+        };
+        let mut cache = self.prefix_cache.clone();
+        let after_first = self.read(&mut cache, &doc[..first])?;
+        let mut evaluated = (first + self.suffix.len()) as u64;
+        let p = if first == doc.len() {
+            head.probabilities(&after_first)
+        } else {
+            match head.first_probabilities(&after_first) {
+                Some(p) if p[head::argmax(&p)] >= self.reading.confidence => p,
+                _ => {
+                    cache.truncate(self.prefix_len + first)?;
+                    evaluated += (doc.len() - first + self.suffix.len()) as u64;
+                    head.probabilities(&self.read(&mut cache, &doc[first..])?)
+                }
+            }
+        };
+        Ok(Scored {
+            label: head.fit_for.categories[head::argmax(&p)].clone(),
+            tokens_evaluated: evaluated,
+        })
+    }
+
+    /// Scores every category for `text` (CPU-bound: call from a blocking
+    /// thread): by the head when there is one, by the label scores otherwise.
+    pub fn classify(&self, text: &str) -> Result<Scored, LocalError> {
+        if let Some(head) = &self.head {
+            return self.classify_with_head(head, text);
+        }
+        let doc_ids = self.document_tokens(text)?;
+        let doc = &doc_ids[..];
         let first = doc.len().min(self.reading.first_tokens);
         // The first tokens and the question in one pass; the cache then drops
         // the question, ready to read on from where the first tokens ended.
@@ -310,6 +469,31 @@ impl LocalClassifier {
             tokens_evaluated: evaluated as u64,
         })
     }
+}
+
+/// The GGUF's sha256: `scripts/fetch-model` records it after verifying the
+/// file (`model.gguf.sha256-ok`); without that record it is computed.
+fn model_sha256(path: &Path) -> Result<String, LocalError> {
+    let mut record = path.as_os_str().to_owned();
+    record.push(".sha256-ok");
+    if let Ok(text) = std::fs::read_to_string(PathBuf::from(record)) {
+        let text = text.trim();
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(text.to_ascii_lowercase());
+        }
+    }
+    let read = |source| LocalError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash).map_err(read)?;
+    Ok(hex(&hash.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The probability of the best category, the scores taken as logits over the categories.

@@ -439,6 +439,11 @@ impl Qwen2 {
         self.norm.forward(&x.narrow(1, n - 1, 1)?)?.flatten_all()
     }
 
+    /// The hidden state's size.
+    pub(crate) fn hidden_size(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
     /// Logits of the scored tokens after the hidden state `last`.
     pub(crate) fn scores(&self, last: &Tensor) -> Result<Vec<f32>> {
         self.head

@@ -1,0 +1,538 @@
+//! A trained head on the frozen local model: multinomial logistic regression
+//! on the model's final (RMS-normed) hidden state at the answer position,
+//! after the document's first tokens and the question (the same prompt the
+//! zero-shot scoring reads).
+//!
+//! A head file is JSON, well under 1 MB. It records the taxonomy, the GGUF's
+//! sha256, the prompt's tokens, the reading (document tokens, text budget),
+//! the feature's definition, the weights (standardisation folded in) and the
+//! training data's provenance (sets, counts, licences; never document text).
+//! A head that does not match the running model, taxonomy or reading is
+//! refused. [`fit`] is deterministic: the same features give the same head.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The head file format this docsort reads and writes.
+pub const HEAD_FORMAT: u32 = 1;
+
+/// What a head's feature is.
+pub const FEATURE: &str = "final RMS-normed hidden state of the last prompt token (the answer position): the fixed prompt prefix, the document's first doc_tokens tokens (first stage: first_tokens) of its first max_text_chars characters, then the question listing the categories";
+
+/// The head shipped for the default taxonomy (`scripts/fit-default-head`).
+pub const DEFAULT_HEAD: &str = include_str!("default-head.json");
+
+/// A trained head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    /// [`HEAD_FORMAT`].
+    pub format: u32,
+    /// What must match for the head to be used.
+    pub fit_for: FitFor,
+    /// The feature, in words ([`FEATURE`]).
+    pub feature: String,
+    /// Per category, in `fit_for.categories` order: weights over the raw
+    /// feature (standardisation folded in).
+    pub weights: Vec<Vec<f32>>,
+    /// Per category.
+    pub bias: Vec<f32>,
+    /// The reading cascade's first stage: a head on the feature after the
+    /// first `fit_for.first_tokens` tokens. When its best category is at
+    /// least as probable as the reading's confidence, the rest is not read.
+    pub first: Option<Stage>,
+    /// How it was fitted, and on what.
+    pub training: Training,
+}
+
+/// A head on the feature after fewer tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// Per category, as [`Head::weights`].
+    pub weights: Vec<Vec<f32>>,
+    /// Per category.
+    pub bias: Vec<f32>,
+}
+
+/// What a head was fitted for: the model, prompt, taxonomy and reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitFor {
+    /// sha256 of the GGUF file.
+    pub model_sha256: String,
+    /// sha256 of the prompt's token ids (prefix and question; the question lists the categories).
+    pub prompt_sha256: String,
+    /// The categories, in taxonomy order.
+    pub categories: Vec<String>,
+    /// Document tokens read.
+    pub doc_tokens: usize,
+    /// Document tokens read first (the cascade's first stage).
+    pub first_tokens: usize,
+    /// Characters of document text tokenized.
+    pub max_text_chars: usize,
+    /// Feature dimension (the model's hidden size).
+    pub dim: usize,
+}
+
+/// How a head was fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// Examples fitted on.
+    pub examples: usize,
+    /// Examples per category.
+    pub per_category: BTreeMap<String, usize>,
+    /// L2 penalty on the standardised weights (mean loss + l2/2 |W|²).
+    pub l2: f64,
+    /// Gradient steps.
+    pub iterations: usize,
+    /// Classes weighted inversely to their size.
+    pub balanced: bool,
+    /// Cross-validated accuracy, folds and whether they were grouped by source.
+    pub cv_accuracy: Option<f64>,
+    pub folds: usize,
+    pub grouped: bool,
+    /// Where the examples came from.
+    pub provenance: Vec<Provenance>,
+}
+
+/// One set of examples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The folder, manifest or JSONL file, as given.
+    pub source: String,
+    /// Examples used from it.
+    pub examples: usize,
+    /// Licences of its files, with counts (from a manifest's `licence` column).
+    pub licences: BTreeMap<String, usize>,
+}
+
+/// A head cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("cannot read the head {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a docsort head file")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the head {path} is format {found}; this docsort reads format {HEAD_FORMAT}")]
+    Format { path: PathBuf, found: u32 },
+    #[error("the head {path} was fitted for {what} {expected}, but this classifier has {actual}: fit a head for it with `docsort-worker train`, or run with --no-head")]
+    Mismatch {
+        path: PathBuf,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("the head {path} is inconsistent: {0}", path = .1.display())]
+    Shape(String, PathBuf),
+}
+
+impl Head {
+    /// Reads a head file.
+    pub fn read(path: &Path) -> Result<Head, HeadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HeadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Head::parse(&text, path)
+    }
+
+    /// Parses a head (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Head, HeadError> {
+        let head: Head = serde_json::from_str(text).map_err(|source| HeadError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        if head.format != HEAD_FORMAT {
+            return Err(HeadError::Format {
+                path: path.to_owned(),
+                found: head.format,
+            });
+        }
+        let k = head.fit_for.categories.len();
+        let bad = |w: &[Vec<f32>], b: &[f32]| {
+            w.len() != k || b.len() != k || w.iter().any(|w| w.len() != head.fit_for.dim)
+        };
+        if bad(&head.weights, &head.bias)
+            || head
+                .first
+                .as_ref()
+                .is_some_and(|s| bad(&s.weights, &s.bias))
+        {
+            return Err(HeadError::Shape(
+                format!(
+                    "{} categories, but {} weight rows of {:?} and {} biases",
+                    k,
+                    head.weights.len(),
+                    head.weights.first().map(Vec::len),
+                    head.bias.len()
+                ),
+                path.to_owned(),
+            ));
+        }
+        Ok(head)
+    }
+
+    /// Refuses a head fitted for another model, prompt, taxonomy or reading.
+    pub fn check(&self, actual: &FitFor, path: &Path) -> Result<(), HeadError> {
+        let mismatch = |what, expected: String, actual: String| {
+            Err(HeadError::Mismatch {
+                path: path.to_owned(),
+                what,
+                expected,
+                actual,
+            })
+        };
+        let (e, a) = (&self.fit_for, actual);
+        if e.categories != a.categories {
+            return mismatch(
+                "the categories",
+                e.categories.join(", "),
+                a.categories.join(", "),
+            );
+        }
+        if e.model_sha256 != a.model_sha256 {
+            return mismatch(
+                "the model with sha256",
+                e.model_sha256.clone(),
+                a.model_sha256.clone(),
+            );
+        }
+        let first = |f: &FitFor| {
+            if self.first.is_some() {
+                f.first_tokens
+            } else {
+                0
+            }
+        };
+        if e.doc_tokens != a.doc_tokens
+            || e.max_text_chars != a.max_text_chars
+            || first(e) != first(a)
+        {
+            return mismatch(
+                "the reading (document tokens, first tokens, text characters)",
+                format!("{}, {}, {}", e.doc_tokens, first(e), e.max_text_chars),
+                format!("{}, {}, {}", a.doc_tokens, first(a), a.max_text_chars),
+            );
+        }
+        if e.prompt_sha256 != a.prompt_sha256 {
+            return mismatch(
+                "the prompt with sha256",
+                e.prompt_sha256.clone(),
+                a.prompt_sha256.clone(),
+            );
+        }
+        if e.dim != a.dim {
+            return mismatch("hidden size", e.dim.to_string(), a.dim.to_string());
+        }
+        Ok(())
+    }
+
+    /// A short hash of the head (part of the label version).
+    pub fn digest(&self) -> [u8; 32] {
+        let json = serde_json::to_vec(self).expect("a head serialises");
+        Sha256::digest(json).into()
+    }
+
+    /// The head as pretty JSON with a final newline (what `train` writes).
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a head serialises");
+        text.push('\n');
+        text
+    }
+
+    /// Probabilities of the categories for the feature after the whole reading.
+    pub fn probabilities(&self, x: &[f32]) -> Vec<f32> {
+        probabilities(&self.weights, &self.bias, x)
+    }
+
+    /// Probabilities of the categories for the feature after the first
+    /// tokens (`None` without a first stage).
+    pub fn first_probabilities(&self, x: &[f32]) -> Option<Vec<f32>> {
+        self.first
+            .as_ref()
+            .map(|s| probabilities(&s.weights, &s.bias, x))
+    }
+}
+
+/// Softmax of a linear head's logits.
+pub fn probabilities(weights: &[Vec<f32>], bias: &[f32], x: &[f32]) -> Vec<f32> {
+    let logits: Vec<f64> = weights
+        .iter()
+        .zip(bias)
+        .map(|(w, b)| {
+            f64::from(*b)
+                + w.iter()
+                    .zip(x)
+                    .map(|(w, x)| f64::from(*w) * f64::from(*x))
+                    .sum::<f64>()
+        })
+        .collect();
+    softmax(&logits).into_iter().map(|p| p as f32).collect()
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(p: &[f32]) -> usize {
+    (0..p.len())
+        .rev()
+        .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+        .unwrap_or(0)
+}
+
+fn softmax(logits: &[f64]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// How [`fit`] fits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitSettings {
+    /// L2 penalty on the standardised weights.
+    pub l2: f64,
+    /// Gradient steps (full batch, Nesterov momentum).
+    pub iterations: usize,
+}
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        FitSettings {
+            l2: 0.05,
+            iterations: 400,
+        }
+    }
+}
+
+/// Fits multinomial logistic regression with L2 and balanced class weights
+/// on standardised features; returns (weights, bias) over the raw features.
+/// Deterministic: no randomness, a fixed number of steps, a fixed order.
+pub fn fit(
+    features: &[Vec<f32>],
+    labels: &[usize],
+    classes: usize,
+    settings: FitSettings,
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let n = features.len();
+    let dim = features.first().map_or(0, Vec::len);
+    // Standardise.
+    let mut mean = vec![0f64; dim];
+    for x in features {
+        for (m, v) in mean.iter_mut().zip(x) {
+            *m += f64::from(*v) / n as f64;
+        }
+    }
+    let mut std = vec![0f64; dim];
+    for x in features {
+        for ((s, v), m) in std.iter_mut().zip(x).zip(&mean) {
+            *s += (f64::from(*v) - m).powi(2) / n as f64;
+        }
+    }
+    for s in &mut std {
+        *s = s.sqrt().max(1e-6);
+    }
+    let z: Vec<Vec<f64>> = features
+        .iter()
+        .map(|x| {
+            x.iter()
+                .zip(&mean)
+                .zip(&std)
+                .map(|((v, m), s)| (f64::from(*v) - m) / s)
+                .collect()
+        })
+        .collect();
+    // Balanced class weights: n / (classes x n_c), normalised to sum to 1.
+    let mut count = vec![0usize; classes];
+    for &y in labels {
+        count[y] += 1;
+    }
+    let sample_weight: Vec<f64> = labels
+        .iter()
+        .map(|&y| 1.0 / (classes as f64 * count[y].max(1) as f64))
+        .collect();
+    let total: f64 = sample_weight.iter().sum();
+    let sample_weight: Vec<f64> = sample_weight.iter().map(|w| w / total).collect();
+
+    let mut w = vec![vec![0f64; dim]; classes];
+    let mut b = vec![0f64; classes];
+    let (mut vw, mut vb) = (vec![vec![0f64; dim]; classes], vec![0f64; classes]);
+    let (lr, momentum) = (0.5, 0.9);
+    for _ in 0..settings.iterations {
+        // Nesterov: the gradient at the look-ahead point.
+        let look_w: Vec<Vec<f64>> = w
+            .iter()
+            .zip(&vw)
+            .map(|(w, v)| w.iter().zip(v).map(|(w, v)| w + momentum * v).collect())
+            .collect();
+        let look_b: Vec<f64> = b.iter().zip(&vb).map(|(b, v)| b + momentum * v).collect();
+        let mut gw = vec![vec![0f64; dim]; classes];
+        let mut gb = vec![0f64; classes];
+        for ((x, &y), sw) in z.iter().zip(labels).zip(&sample_weight) {
+            let logits: Vec<f64> = look_w
+                .iter()
+                .zip(&look_b)
+                .map(|(w, b)| b + w.iter().zip(x).map(|(w, x)| w * x).sum::<f64>())
+                .collect();
+            let p = softmax(&logits);
+            for c in 0..classes {
+                let err = (p[c] - f64::from(u8::from(c == y))) * sw;
+                gb[c] += err;
+                for (g, v) in gw[c].iter_mut().zip(x) {
+                    *g += err * v;
+                }
+            }
+        }
+        for c in 0..classes {
+            for ((g, wv), v) in gw[c].iter_mut().zip(&look_w[c]).zip(vw[c].iter_mut()) {
+                *g += settings.l2 * wv;
+                *v = momentum * *v - lr * *g;
+            }
+            vb[c] = momentum * vb[c] - lr * gb[c];
+            for (wv, v) in w[c].iter_mut().zip(&vw[c]) {
+                *wv += v;
+            }
+            b[c] += vb[c];
+        }
+    }
+    // Fold the standardisation in: w·(x-m)/s + b = (w/s)·x + (b - Σ w m / s).
+    let weights: Vec<Vec<f32>> = w
+        .iter()
+        .map(|w| w.iter().zip(&std).map(|(w, s)| (w / s) as f32).collect())
+        .collect();
+    let bias: Vec<f32> = w
+        .iter()
+        .zip(&b)
+        .map(|(w, b)| {
+            (b - w
+                .iter()
+                .zip(&mean)
+                .zip(&std)
+                .map(|((w, m), s)| w * m / s)
+                .sum::<f64>()) as f32
+        })
+        .collect();
+    (weights, bias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three separable clusters in 4 dimensions, one off-scale feature.
+    fn data() -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for i in 0..30 {
+            let c = i % 3;
+            let jitter = (i as f32 * 0.37).sin() * 0.2;
+            let mut x = vec![jitter, -jitter, 1000.0 + jitter * 50.0, 0.5];
+            x[c] += 2.0;
+            xs.push(x);
+            ys.push(c);
+        }
+        (xs, ys)
+    }
+
+    fn head(weights: Vec<Vec<f32>>, bias: Vec<f32>) -> Head {
+        Head {
+            format: HEAD_FORMAT,
+            fit_for: FitFor {
+                model_sha256: "m".into(),
+                prompt_sha256: "p".into(),
+                categories: vec!["a".into(), "b".into(), "c".into()],
+                doc_tokens: 256,
+                first_tokens: 32,
+                max_text_chars: 2000,
+                dim: 4,
+            },
+            feature: FEATURE.into(),
+            first: Some(Stage {
+                weights: weights.clone(),
+                bias: bias.clone(),
+            }),
+            weights,
+            bias,
+            training: Training {
+                examples: 30,
+                per_category: BTreeMap::new(),
+                l2: 0.05,
+                iterations: 400,
+                balanced: true,
+                cv_accuracy: None,
+                folds: 0,
+                grouped: false,
+                provenance: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_fitted_head_separates_the_classes_and_the_same_data_gives_the_same_head() {
+        let (xs, ys) = data();
+        let (w, b) = fit(&xs, &ys, 3, FitSettings::default());
+        let h = head(w.clone(), b.clone());
+        for (x, &y) in xs.iter().zip(&ys) {
+            let p = h.probabilities(x);
+            let best = (0..3).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+            assert_eq!(best, y);
+        }
+        let again = fit(&xs, &ys, 3, FitSettings::default());
+        assert_eq!(again, (w, b));
+        assert_eq!(h.to_json(), head(again.0, again.1).to_json());
+    }
+
+    #[test]
+    fn a_head_for_another_model_taxonomy_or_reading_is_refused() {
+        let (xs, ys) = data();
+        let (w, b) = fit(&xs, &ys, 3, FitSettings::default());
+        let h = head(w, b);
+        let path = Path::new("h.json");
+        let parsed = Head::parse(&h.to_json(), path).unwrap();
+        assert_eq!(parsed, h);
+        assert!(h.check(&h.fit_for, path).is_ok());
+        let mut other = h.fit_for.clone();
+        other.model_sha256 = "other".into();
+        let e = h.check(&other, path).unwrap_err().to_string();
+        assert!(
+            e.contains("the model with sha256 m") && e.contains("--no-head"),
+            "{e}"
+        );
+        let mut other = h.fit_for.clone();
+        other.categories.reverse();
+        assert!(h
+            .check(&other, path)
+            .unwrap_err()
+            .to_string()
+            .contains("categories"));
+        let mut other = h.fit_for.clone();
+        other.doc_tokens = 32;
+        assert!(h
+            .check(&other, path)
+            .unwrap_err()
+            .to_string()
+            .contains("reading"));
+        let mut other = h.fit_for.clone();
+        other.first_tokens = 64;
+        assert!(h
+            .check(&other, path)
+            .unwrap_err()
+            .to_string()
+            .contains("reading"));
+        // A file that is not a head, or a head with the wrong shape.
+        assert!(Head::parse("{}", path).is_err());
+        let mut bad = h.clone();
+        bad.bias.pop();
+        assert!(matches!(
+            Head::parse(&bad.to_json(), path),
+            Err(HeadError::Shape(..))
+        ));
+    }
+}
