@@ -138,6 +138,28 @@ fn spawn_batch(env: &TestEnv, stage: &str, extra: &[&str]) -> Child {
         .expect("start docsort-worker batch")
 }
 
+/// Runs the pool until `n` documents have a label and returns the items:
+/// what the batch run sent on-demand, labeled.
+async fn drain_queue(env: &TestEnv, n: usize) -> HashMap<String, docsort_schema::LabelRecord> {
+    let worker = env.start_worker().await;
+    wait::until(
+        "every document labeled",
+        Duration::from_secs(240),
+        || async {
+            (env.items()
+                .await
+                .values()
+                .filter(|r| r.label().is_some())
+                .count()
+                == n)
+                .then_some(())
+        },
+    )
+    .await;
+    worker.stop().await;
+    env.items().await
+}
+
 /// The number after `what ` in a summary line (`staged 42`).
 fn count(summary: &str, what: &str) -> u64 {
     summary
@@ -445,15 +467,7 @@ async fn a_full_folder_is_submitted_during_ingestion_and_once_after_a_kill() {
     let staged = staged_keys(&env, &stage).await;
     assert_eq!(staged.len(), N);
     assert!(staged.values().all(|&n| n == 1), "a document staged twice");
-    let worker = env.start_worker().await;
-    wait::until(
-        "every document labeled",
-        Duration::from_secs(120),
-        || async { (env.items().await.len() == N).then_some(()) },
-    )
-    .await;
-    worker.stop().await;
-    let items = env.items().await;
+    let items = drain_queue(&env, N).await;
     assert!((0..N).all(|i| items[&key(i)].label() == Some(label(i))));
     assert_eq!(
         items.values().filter(|r| r.batch_job.is_some()).count(),
@@ -522,24 +536,8 @@ async fn error_records_and_jobs_that_end_early_are_labeled_on_demand() {
         assert_eq!(call.turns[1].1, "banana");
     }
 
-    // The pool labels what went on-demand, one call each.
-    let worker = env.start_worker().await;
-    wait::until(
-        "every document labeled",
-        Duration::from_secs(240),
-        || async {
-            (env.items()
-                .await
-                .values()
-                .filter(|r| r.label().is_some())
-                .count()
-                == N)
-                .then_some(())
-        },
-    )
-    .await;
-    worker.stop().await;
-    let items = env.items().await;
+    // The pool labels what went on-demand.
+    let items = drain_queue(&env, N).await;
     let by_batch = items.values().filter(|r| r.batch_job.is_some()).count() as u64;
     assert_eq!(by_batch + on_demand, N as u64);
     // One call per on-demand document, and one more for those first seen
@@ -576,15 +574,7 @@ async fn below_the_job_minimum_documents_go_on_demand() {
         env.bedrock.batch.jobs().is_empty(),
         "no job below the minimum"
     );
-    let worker = env.start_worker().await;
-    wait::until(
-        "every document labeled",
-        Duration::from_secs(120),
-        || async { (env.items().await.len() == N).then_some(()) },
-    )
-    .await;
-    worker.stop().await;
-    let items = env.items().await;
+    let items = drain_queue(&env, N).await;
     assert!((0..N)
         .all(|i| items[&key(i)].label() == Some(label(i)) && items[&key(i)].batch_job.is_none()));
     assert_eq!(env.bedrock.call_count(), N);
