@@ -102,6 +102,16 @@ pub struct Features {
     pub tokens_evaluated: u64,
 }
 
+/// What the cascade read, in hidden states at the answer position.
+struct Cascade {
+    /// After the first tokens.
+    after_first: Vec<f32>,
+    /// After the rest; `None` when the reading stopped after the first tokens.
+    full: Option<Vec<f32>>,
+    /// Document and question tokens evaluated.
+    tokens_evaluated: u64,
+}
+
 /// Where the local model is, how much of a document it reads, and which head decides.
 #[derive(Debug, Clone)]
 pub struct LocalSettings {
@@ -386,19 +396,14 @@ impl LocalClassifier {
     pub fn features(&self, text: &str) -> Result<Features, LocalError> {
         let doc = self.document_tokens(text)?;
         let first = doc.len().min(self.reading.first_tokens);
-        let mut cache = self.prefix_cache.clone();
-        let after_first = self.read(&mut cache, &doc[..first])?;
-        let mut tokens_evaluated = (first + self.suffix.len()) as u64;
-        let full = if first < doc.len() {
-            cache.truncate(self.prefix_len + first)?;
-            tokens_evaluated += (doc.len() - first + self.suffix.len()) as u64;
-            self.read(&mut cache, &doc[first..])?
-        } else {
-            after_first.clone()
-        };
-        Ok(Features {
-            first: after_first,
+        let Cascade {
+            after_first,
             full,
+            tokens_evaluated,
+        } = self.read_cascade(&doc, first, |_| false)?;
+        Ok(Features {
+            full: full.unwrap_or_else(|| after_first.clone()),
+            first: after_first,
             tokens_evaluated,
         })
     }
@@ -407,6 +412,37 @@ impl LocalClassifier {
     fn read(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
         let input: Vec<u32> = tokens.iter().chain(&self.suffix).copied().collect();
         Ok(self.model.extend(cache, &input)?.to_vec1::<f32>()?)
+    }
+
+    /// The cascade's reading of `doc` in hidden states: after its first
+    /// `first` tokens and the question; then, unless nothing is left or
+    /// `enough` accepts that state, after the rest (read on from where the
+    /// first tokens ended, the question dropped from the cache). Returns both
+    /// states (the second `None` when it stopped) and the tokens evaluated.
+    fn read_cascade(
+        &self,
+        doc: &[u32],
+        first: usize,
+        enough: impl FnOnce(&[f32]) -> bool,
+    ) -> Result<Cascade, LocalError> {
+        let mut cache = self.prefix_cache.clone();
+        let after_first = self.read(&mut cache, &doc[..first])?;
+        let mut tokens_evaluated = (first + self.suffix.len()) as u64;
+        if first == doc.len() || enough(&after_first) {
+            return Ok(Cascade {
+                after_first,
+                full: None,
+                tokens_evaluated,
+            });
+        }
+        cache.truncate(self.prefix_len + first)?;
+        tokens_evaluated += (doc.len() - first + self.suffix.len()) as u64;
+        let full = Some(self.read(&mut cache, &doc[first..])?);
+        Ok(Cascade {
+            after_first,
+            full,
+            tokens_evaluated,
+        })
     }
 
     /// The head's answer, reading as the cascade does: the first tokens, and
@@ -418,24 +454,27 @@ impl LocalClassifier {
             Some(_) => doc.len().min(self.reading.first_tokens),
             None => doc.len(),
         };
-        let mut cache = self.prefix_cache.clone();
-        let after_first = self.read(&mut cache, &doc[..first])?;
-        let mut evaluated = (first + self.suffix.len()) as u64;
-        let p = if first == doc.len() {
-            head.probabilities(&after_first)
-        } else {
-            match head.first_probabilities(&after_first) {
-                Some(p) if p[head::argmax(&p)] >= self.reading.confidence => p,
-                _ => {
-                    cache.truncate(self.prefix_len + first)?;
-                    evaluated += (doc.len() - first + self.suffix.len()) as u64;
-                    head.probabilities(&self.read(&mut cache, &doc[first..])?)
-                }
-            }
+        let confident = |state: &[f32]| {
+            head.first_probabilities(state)
+                .is_some_and(|p| p[head::argmax(&p)] >= self.reading.confidence)
+        };
+        let Cascade {
+            after_first,
+            full,
+            tokens_evaluated,
+        } = self.read_cascade(&doc, first, confident)?;
+        let p = match full {
+            Some(full) => head.probabilities(&full),
+            // Stopped early: the first stage was confident.
+            None if first < doc.len() => head
+                .first_probabilities(&after_first)
+                .unwrap_or_else(|| head.probabilities(&after_first)),
+            // The whole document was read at once.
+            None => head.probabilities(&after_first),
         };
         Ok(Scored {
             label: head.fit_for.categories[head::argmax(&p)].clone(),
-            tokens_evaluated: evaluated,
+            tokens_evaluated,
         })
     }
 
