@@ -98,10 +98,11 @@ pub struct ClassifierArgs {
     /// Document tokens the local model reads first: when its answer is confident
     /// (`--local-confidence`) the rest is not read. Equal to `--local-doc-tokens`:
     /// always read them all.
-    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(16..=2048))]
+    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_first_tokens: u32,
     /// Probability of the best category, among the categories, at which the
-    /// first reading's answer is accepted.
+    /// first reading's zero-shot answer is accepted (a head carries its own
+    /// threshold, chosen by `train`).
     #[arg(long, env = "DOCSORT_LOCAL_CONFIDENCE", default_value_t = 0.9, value_parser = confidence)]
     pub local_confidence: f32,
     /// A trained head (`docsort-worker train`) that decides the local model's category
@@ -537,9 +538,14 @@ pub struct TrainArgs {
     /// `--alias "scientific paper=report"`. Categories outside the taxonomy are skipped.
     #[arg(long, env = "DOCSORT_TRAIN_ALIAS", value_delimiter = ';', value_parser = alias)]
     pub alias: Vec<(String, String)>,
-    /// L2 penalty on the standardised weights.
-    #[arg(long, env = "DOCSORT_TRAIN_L2", default_value_t = 0.05)]
-    pub l2: f64,
+    /// L2 penalties on the standardised weights to choose among, comma-separated: the
+    /// head and its first stage each take the one with the best cross-validated accuracy.
+    #[arg(long, env = "DOCSORT_TRAIN_L2", value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1", value_parser = penalty)]
+    pub l2: Vec<f64>,
+    /// Keep the model's features of each example in this file (JSON lines), and reuse them:
+    /// a rerun reads only examples that are new or changed. Safe to delete.
+    #[arg(long, env = "DOCSORT_TRAIN_CACHE")]
+    pub cache: Option<PathBuf>,
     /// Classification settings (the local model, taxonomy and reading the head is for).
     #[command(flatten)]
     pub classifier: ClassifierArgs,
@@ -569,6 +575,13 @@ fn budget(s: &str) -> Result<f64, String> {
         _ => Err(format!(
             "{s:?} is not an amount of US dollars (e.g. 30 or 2.50)"
         )),
+    }
+}
+
+fn penalty(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(l2) if l2.is_finite() && l2 > 0.0 => Ok(l2),
+        _ => Err(format!("{s:?} is not a positive L2 penalty (e.g. 0.1)")),
     }
 }
 

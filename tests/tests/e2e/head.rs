@@ -160,17 +160,26 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
     let unseen = write_set(&dir.join("unseen"), 100, 2);
     let head = dir.join("head.json");
 
-    let report = run(&[
-        "train",
-        dir.join("train").to_str().expect("utf-8"),
-        "--taxonomy",
-        t,
-        "--folds",
-        "3",
-        "--out",
-        head.to_str().expect("utf-8"),
-    ]);
-    assert!(report.contains("3-fold cross-validation"), "{report}");
+    let examples = dir.join("train");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            examples.to_str().expect("utf-8"),
+            "--taxonomy",
+            t,
+            "--folds",
+            "3",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let report = train(&head, &[]);
+    assert!(
+        report.contains("3-fold nested cross-validation"),
+        "{report}"
+    );
     assert!(report.contains("confusion"), "{report}");
     let written = std::fs::read_to_string(&head).expect("head");
     assert!(
@@ -189,19 +198,18 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
         "no document text in the head"
     );
 
-    // The same data gives the same head, byte for byte.
-    let again = dir.join("again.json");
-    run(&[
-        "train",
-        dir.join("train").to_str().expect("utf-8"),
-        "--taxonomy",
-        t,
-        "--folds",
-        "3",
-        "--out",
-        again.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(std::fs::read(&again).expect("again"), written.as_bytes());
+    // The same data gives the same head, byte for byte: read again (and kept
+    // in a feature cache), then from that cache alone.
+    let cache = dir.join("features.jsonl");
+    for (run_no, expected_hits) in [(1, 0), (2, 16)] {
+        let again = dir.join(format!("again-{run_no}.json"));
+        let report = train(&again, &["--cache", cache.to_str().expect("utf-8")]);
+        assert!(
+            report.contains(&format!("({expected_hits} from the cache)")),
+            "{report}"
+        );
+        assert_eq!(std::fs::read(&again).expect("again"), written.as_bytes());
+    }
 
     let with_head = dir.join("with.jsonl");
     let zero_shot = dir.join("zero.jsonl");

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use docsort_worker::classify::local::head::FitSettings;
 use docsort_worker::classify::local::HeadChoice;
 use docsort_worker::classify::{Classifier, ClassifierKind};
-use docsort_worker::offline::train::{read_examples, train as fit_head};
+use docsort_worker::offline::feature_cache::FeatureCache;
+use docsort_worker::offline::train::{read_examples, train as fit_head, Grid};
 
 use super::classify::offline_classifier;
 use super::progress;
@@ -42,38 +42,60 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     let limits = args.limits.extract_limits()?;
     let bar = progress(set.examples.len(), "examples read by the model");
-    let fit = FitSettings {
-        l2: args.l2,
-        ..FitSettings::default()
+    let mut l2 = args.l2.clone();
+    l2.sort_by(f64::total_cmp);
+    l2.dedup();
+    let grid = Grid {
+        l2,
+        ..Grid::default()
     };
+    let mut cache = args.cache.as_deref().map(FeatureCache::open).transpose()?;
     let total = set.examples.len();
     let started = std::time::Instant::now();
-    let trained = fit_head(&classifier, &set, &limits, args.folds as usize, fit, || {
-        bar.inc(1);
-        let done = bar.position();
-        if bar.is_hidden() && (done % 10 == 0 || done as usize == total) {
-            tracing::info!(
-                done,
-                total,
-                secs = started.elapsed().as_secs(),
-                "examples read"
-            );
-        }
-    })
+    let trained = fit_head(
+        &classifier,
+        &set,
+        &limits,
+        args.folds as usize,
+        &grid,
+        cache.as_mut(),
+        || {
+            bar.inc(1);
+            let done = bar.position();
+            if bar.is_hidden() && (done % 10 == 0 || done as usize == total) {
+                tracing::info!(
+                    done,
+                    total,
+                    secs = started.elapsed().as_secs(),
+                    "examples read"
+                );
+            }
+        },
+    )
     .await?;
     bar.finish_and_clear();
+    println!(
+        "examples read in {:.0} s{}",
+        started.elapsed().as_secs_f64(),
+        cache
+            .as_ref()
+            .map(|c| format!(" ({} from the cache)", c.hits))
+            .unwrap_or_default()
+    );
     for id in &trained.unusable {
         println!("  no text, not used: {id}");
     }
-    let t = &trained.head.training;
-    let cv = &trained.cv;
-    let (fit_for, cascade) = (&trained.head.fit_for, trained.head.first.is_some());
+    let head = &trained.head;
+    let (t, cv) = (&head.training, &trained.cv);
+    let fit_for = &head.fit_for;
     println!(
-        "\n{}-fold cross-validation{}, accuracy by reading:\n  the cascade ({} tokens first; the rest when the best category is below {} likely, {:.0}% stopped early): {:.3}\n  always {} tokens: {:.3}\n  always the first {} tokens: {:.3}",
+        "\n{}-fold nested cross-validation{} (each fold predicted with settings chosen and \
+         fitted on the other folds), accuracy by reading:\n  the cascade as chosen ({} tokens \
+         first, {:.0}% stopped there): {:.3}\n  always {} tokens: {:.3}\n  always the first {} \
+         tokens: {:.3}",
         t.folds,
         if t.grouped { ", grouped by source" } else { "" },
         fit_for.first_tokens,
-        classifier.reading().confidence,
         cv.stopped_early * 100.0,
         cv.cascade.accuracy(),
         fit_for.doc_tokens,
@@ -81,14 +103,24 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
         fit_for.first_tokens,
         cv.first.accuracy()
     );
+    println!("\n{}", cv.cascade);
     println!(
-        "\nreading chosen: {}\n\n{}",
-        if cascade {
-            "the cascade (within a point of the whole reading)"
-        } else {
-            "the whole reading (the cascade lost more than a point)"
-        },
-        if cascade { &cv.cascade } else { &cv.full }
+        "\nthe head: L2 {}; {}",
+        t.l2,
+        match &head.first {
+            Some(s) => format!(
+                "reads {} tokens first and stops there when a category is at least {} likely \
+                 (first stage L2 {}), else reads {}",
+                fit_for.first_tokens, s.confidence, s.l2, fit_for.doc_tokens
+            ),
+            None if fit_for.first_tokens >= fit_for.doc_tokens => {
+                format!("always reads {} tokens", fit_for.doc_tokens)
+            }
+            None => format!(
+                "always reads {} tokens (no first stage kept the accuracy within a point)",
+                fit_for.doc_tokens
+            ),
+        }
     );
     std::fs::write(&args.out, trained.head.to_json())
         .with_context(|| format!("cannot write the head to {}", args.out.display()))?;

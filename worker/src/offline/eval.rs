@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::files::median;
+use super::files::quantile;
 use crate::classify::{Classifier, ClassifyError};
 
 /// One labeled text.
@@ -197,8 +197,9 @@ impl std::fmt::Display for EvalReport {
             self.times.iter().sum::<Duration>().as_secs_f64() / self.times.len().max(1) as f64;
         write!(
             f,
-            "\ntime per document: median {:.2} s, mean {:.2} s; input tokens per document {:.0}",
-            median(&self.times).as_secs_f64(),
+            "\ntime per document: median {:.2} s, p90 {:.2} s, mean {:.2} s; input tokens per document {:.0}",
+            quantile(&self.times, 0.5).as_secs_f64(),
+            quantile(&self.times, 0.9).as_secs_f64(),
             mean,
             self.input_tokens as f64 / self.times.len().max(1) as f64
         )

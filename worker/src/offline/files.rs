@@ -140,11 +140,12 @@ impl BatchSummary {
     }
 }
 
-/// Median of durations (zero when empty).
-pub fn median(times: &[Duration]) -> Duration {
+/// The `q` quantile of durations, nearest rank (zero when empty).
+pub fn quantile(times: &[Duration], q: f64) -> Duration {
     let mut t = times.to_vec();
     t.sort();
-    t.get(t.len() / 2).copied().unwrap_or_default()
+    let rank = ((q * t.len() as f64).ceil() as usize).clamp(1, t.len().max(1)) - 1;
+    t.get(rank).copied().unwrap_or_default()
 }
 
 impl std::fmt::Display for BatchSummary {
@@ -176,9 +177,10 @@ impl std::fmt::Display for BatchSummary {
         )?;
         write!(
             f,
-            "time:      {:.1} s in all, median {:.2} s per document",
+            "time:      {:.1} s in all, per document median {:.2} s, p90 {:.2} s",
             self.total.as_secs_f64(),
-            median(&self.times).as_secs_f64()
+            quantile(&self.times, 0.5).as_secs_f64(),
+            quantile(&self.times, 0.9).as_secs_f64()
         )
     }
 }

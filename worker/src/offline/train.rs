@@ -18,8 +18,10 @@ use crate::classify::local::head::{
 use crate::classify::local::{Features, LocalClassifier, LocalError};
 use crate::extract::{extract_bounded, Fallback, Limits};
 use crate::offline::eval::EvalReport;
+use crate::offline::feature_cache::{self, FeatureCache};
 
-/// Accuracy the cascade may lose against the whole reading and still be chosen.
+/// Accuracy the cascade may lose against the whole reading and still be
+/// chosen (in cross-validation).
 pub const CASCADE_TOLERANCE: f64 = 0.01;
 
 /// Fewest examples of a category a head learns it from.
@@ -66,6 +68,12 @@ pub struct ExampleSet {
 pub enum TrainError {
     #[error("cannot read {path}")]
     Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -240,23 +248,37 @@ pub fn check_counts(categories: &[String], labels: &[usize]) -> Result<(), Train
     Ok(())
 }
 
-/// The model's features of each example (`None` where a PDF yields no text);
-/// `progress` is called after each.
+/// The model's features of each example (`None` where a PDF yields no text),
+/// from `cache` where it has them (new ones are added to it); `progress` is
+/// called after each.
 pub async fn featurize(
     classifier: &Arc<LocalClassifier>,
     examples: &[Example],
     limits: &Limits,
+    mut cache: Option<&mut FeatureCache>,
     mut progress: impl FnMut(),
 ) -> Result<Vec<Option<Features>>, TrainError> {
     let mut out = Vec::with_capacity(examples.len());
     for ex in examples {
+        let (kind, bytes) = match &ex.input {
+            Input::Text(text) => ("text", text.as_bytes().to_vec()),
+            Input::Pdf(path) => (
+                "pdf",
+                std::fs::read(path).map_err(|source| TrainError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+        };
+        let key = feature_cache::key(classifier.fit_for(), kind, &bytes);
+        if let Some(kept) = cache.as_mut().and_then(|c| c.get(&key)) {
+            out.push(kept);
+            progress();
+            continue;
+        }
         let text = match &ex.input {
             Input::Text(text) => Some(text.clone()),
             Input::Pdf(path) => {
-                let bytes = std::fs::read(path).map_err(|source| TrainError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
                 let (extracted, _) =
                     extract_bounded(limits, bytes, classifier.max_text_chars(), Fallback::Ocr)
                         .await;
@@ -283,6 +305,9 @@ pub async fn featurize(
             }
             None => None,
         };
+        if let Some(cache) = cache.as_mut() {
+            cache.put(key, &features)?;
+        }
         out.push(features);
         progress();
     }
@@ -321,10 +346,154 @@ pub fn folds(groups: &[Option<String>], k: usize) -> Vec<usize> {
         .collect()
 }
 
+/// What cross-validation chooses among.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    /// L2 penalties tried, for the head and its first stage separately.
+    pub l2: Vec<f64>,
+    /// The first stage's thresholds tried: the best category's probability
+    /// that ends the reading after the first tokens.
+    pub confidence: Vec<f32>,
+    /// Gradient steps per fit.
+    pub iterations: usize,
+}
+
+impl Default for Grid {
+    fn default() -> Self {
+        Grid {
+            l2: vec![0.01, 0.03, 0.1, 0.3, 1.0],
+            confidence: vec![
+                0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+            ],
+            iterations: FitSettings::default().iterations,
+        }
+    }
+}
+
+/// The settings cross-validation chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// The head's L2 penalty.
+    pub l2: f64,
+    /// The first stage's L2 penalty and threshold; `None`: always read on.
+    pub first: Option<(f64, f32)>,
+}
+
+/// Out-of-fold probabilities for the examples `subset`: each predicted by a
+/// head fitted on the other folds' examples in `subset`.
+fn out_of_fold(
+    x: &[&[f32]],
+    labels: &[usize],
+    fold_of: &[usize],
+    subset: &[usize],
+    classes: usize,
+    settings: FitSettings,
+) -> BTreeMap<usize, Vec<f32>> {
+    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
+    let mut out = BTreeMap::new();
+    for f in folds {
+        let train: Vec<usize> = subset
+            .iter()
+            .copied()
+            .filter(|&i| fold_of[i] != f)
+            .collect();
+        let xs: Vec<Vec<f32>> = train.iter().map(|&i| x[i].to_vec()).collect();
+        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+        let (w, b) = fit(&xs, &ys, classes, settings);
+        for &i in subset.iter().filter(|&&i| fold_of[i] == f) {
+            out.insert(i, probabilities(&w, &b, x[i]));
+        }
+    }
+    out
+}
+
+/// Chooses the head's L2, and the first stage's L2 and threshold, by
+/// cross-validation over the folds of the examples `subset`: the L2 with the
+/// best accuracy (the larger of equals), then the first stage that stops the
+/// most reading while the cascade stays within [`CASCADE_TOLERANCE`] of the
+/// whole reading. No first stage when `cascade` is false or none qualifies.
+pub fn choose(
+    features: &[Features],
+    labels: &[usize],
+    fold_of: &[usize],
+    subset: &[usize],
+    classes: usize,
+    grid: &Grid,
+    cascade: bool,
+) -> Choice {
+    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
+    let middle = grid.l2[grid.l2.len() / 2];
+    if folds.len() < 2 {
+        return Choice {
+            l2: middle,
+            first: None,
+        };
+    }
+    let settings = |l2| FitSettings {
+        l2,
+        iterations: grid.iterations,
+    };
+    let full_x: Vec<&[f32]> = features.iter().map(|f| f.full.as_slice()).collect();
+    let first_x: Vec<&[f32]> = features.iter().map(|f| f.first.as_slice()).collect();
+    let n = subset.len() as f64;
+    let right = |p: &BTreeMap<usize, Vec<f32>>, i: usize| argmax(&p[&i]) == labels[i];
+    let mut best: Option<(f64, f64, BTreeMap<usize, Vec<f32>>)> = None;
+    for &l2 in &grid.l2 {
+        let p = out_of_fold(&full_x, labels, fold_of, subset, classes, settings(l2));
+        let accuracy = subset.iter().filter(|&&i| right(&p, i)).count() as f64 / n;
+        if best.as_ref().is_none_or(|(_, a, _)| accuracy >= *a) {
+            best = Some((l2, accuracy, p));
+        }
+    }
+    let Some((l2, full_accuracy, full_p)) = best else {
+        return Choice {
+            l2: middle,
+            first: None,
+        };
+    };
+    let mut first = None;
+    if cascade {
+        // (stopped, accuracy, l2, threshold) of the best first stage so far.
+        let mut best: Option<(usize, f64, f64, f32)> = None;
+        for &l2 in &grid.l2 {
+            let p = out_of_fold(&first_x, labels, fold_of, subset, classes, settings(l2));
+            for &t in &grid.confidence {
+                let (mut stopped, mut correct) = (0usize, 0usize);
+                for &i in subset {
+                    let q = &p[&i];
+                    let answer = if q[argmax(q)] >= t {
+                        stopped += 1;
+                        argmax(q)
+                    } else {
+                        argmax(&full_p[&i])
+                    };
+                    correct += usize::from(answer == labels[i]);
+                }
+                let accuracy = correct as f64 / n;
+                tracing::debug!(
+                    l2,
+                    threshold = t,
+                    stopped = stopped as f64 / n,
+                    accuracy,
+                    full_accuracy,
+                    "first stage tried"
+                );
+                let better = best.is_none_or(|(s, a, _, _)| (stopped, accuracy) > (s, a));
+                if stopped > 0 && accuracy >= full_accuracy - CASCADE_TOLERANCE && better {
+                    best = Some((stopped, accuracy, l2, t));
+                }
+            }
+        }
+        first = best.map(|(_, _, l2, t)| (l2, t));
+    }
+    Choice { l2, first }
+}
+
 /// Cross-validation of the three readings a head can make.
 #[derive(Debug, Default)]
 pub struct CrossValidation {
-    /// The cascade: the first stage when it is confident, else the whole reading.
+    /// The cascade as chosen: the first stage when it is confident, else the
+    /// whole reading.
     pub cascade: EvalReport,
     /// Always the whole reading.
     pub full: EvalReport,
@@ -332,18 +501,21 @@ pub struct CrossValidation {
     pub first: EvalReport,
     /// Share of documents the cascade decided after the first tokens.
     pub stopped_early: f64,
+    /// What each fold's training part chose.
+    pub choices: Vec<Choice>,
 }
 
-/// k-fold cross-validation of heads fitted as [`fit`] fits: each fold
-/// predicted by heads fitted on the others, read three ways.
+/// Nested k-fold cross-validation: each fold is predicted by heads whose
+/// settings were chosen ([`choose`]) and fitted on the other folds alone, so
+/// the figures are those of the whole procedure on examples it never saw.
 pub fn cross_validate(
     features: &[Features],
     labels: &[usize],
     ids: &[String],
     fold_of: &[usize],
     categories: &[String],
-    settings: FitSettings,
-    confidence: f32,
+    grid: &Grid,
+    cascade: bool,
 ) -> CrossValidation {
     let report = || EvalReport {
         labels: categories.to_vec(),
@@ -353,7 +525,7 @@ pub fn cross_validate(
         cascade: report(),
         full: report(),
         first: report(),
-        stopped_early: 0.0,
+        ..CrossValidation::default()
     };
     let record = |r: &mut EvalReport, i: usize, predicted: usize| {
         let (gold, predicted) = (&categories[labels[i]], &categories[predicted]);
@@ -365,26 +537,31 @@ pub fn cross_validate(
             .entry((gold.clone(), predicted.clone()))
             .or_default() += 1;
     };
+    let settings = |l2| FitSettings {
+        l2,
+        iterations: grid.iterations,
+    };
+    let classes = categories.len();
     let mut early = 0usize;
-    let k = fold_of.iter().copied().max().map_or(0, |m| m + 1);
-    for f in 0..k {
+    let folds: BTreeSet<usize> = fold_of.iter().copied().collect();
+    for &f in &folds {
         let train: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] != f).collect();
         let test: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] == f).collect();
-        if test.is_empty() || train.is_empty() {
-            continue;
-        }
+        let choice = choose(features, labels, fold_of, &train, classes, grid, cascade);
+        cv.choices.push(choice);
         let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
         let full_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].full.clone()).collect();
         let first_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].first.clone()).collect();
-        let (fw, fb) = fit(&full_x, &ys, categories.len(), settings);
-        let (sw, sb) = fit(&first_x, &ys, categories.len(), settings);
+        let (fw, fb) = fit(&full_x, &ys, classes, settings(choice.l2));
+        let (first_l2, threshold) = choice.first.unwrap_or((choice.l2, f32::INFINITY));
+        let (sw, sb) = fit(&first_x, &ys, classes, settings(first_l2));
         for i in test {
             let full = argmax(&probabilities(&fw, &fb, &features[i].full));
             let p_first = probabilities(&sw, &sb, &features[i].first);
             let first = argmax(&p_first);
             record(&mut cv.full, i, full);
             record(&mut cv.first, i, first);
-            if p_first[first] >= confidence {
+            if p_first[first] >= threshold {
                 early += 1;
                 record(&mut cv.cascade, i, first);
             } else {
@@ -408,13 +585,15 @@ pub struct Trained {
 }
 
 /// Fits the head of `classifier`'s model, prompt and reading on `set`,
-/// reporting `folds`-fold cross-validation first.
+/// reporting nested `folds_k`-fold cross-validation first; features come from
+/// `cache` where it has them.
 pub async fn train(
     classifier: &Arc<LocalClassifier>,
     set: &ExampleSet,
     limits: &Limits,
     folds_k: usize,
-    settings: FitSettings,
+    grid: &Grid,
+    cache: Option<&mut FeatureCache>,
     progress: impl FnMut(),
 ) -> Result<Trained, TrainError> {
     let categories = classifier.fit_for().categories.clone();
@@ -432,7 +611,7 @@ pub async fn train(
     // Refuse before the slow part, then again on what has text.
     let all: Vec<&Example> = set.examples.iter().collect();
     check_counts(&categories, &labels_of(&all))?;
-    let features = featurize(classifier, &set.examples, limits, progress).await?;
+    let features = featurize(classifier, &set.examples, limits, cache, progress).await?;
     let mut used = Vec::new();
     let mut xs: Vec<Features> = Vec::new();
     let mut unusable = Vec::new();
@@ -451,28 +630,35 @@ pub async fn train(
     let grouped = groups.iter().any(Option::is_some);
     let fold_of = folds(&groups, folds_k);
     let ids: Vec<String> = used.iter().map(|e| e.id.clone()).collect();
-    let cv = cross_validate(
+    let fit_for = classifier.fit_for().clone();
+    let cascade = fit_for.first_tokens < fit_for.doc_tokens;
+    let cv = cross_validate(&xs, &ys, &ids, &fold_of, &categories, grid, cascade);
+    let everything: Vec<usize> = (0..xs.len()).collect();
+    let choice = choose(
         &xs,
         &ys,
-        &ids,
         &fold_of,
-        &categories,
-        settings,
-        classifier.reading().confidence,
+        &everything,
+        categories.len(),
+        grid,
+        cascade,
     );
+    let settings = |l2| FitSettings {
+        l2,
+        iterations: grid.iterations,
+    };
     let full_x: Vec<Vec<f32>> = xs.iter().map(|f| f.full.clone()).collect();
-    let (weights, bias) = fit(&full_x, &ys, categories.len(), settings);
-    let fit_for = classifier.fit_for().clone();
-    // The reading is chosen by the cross-validation: the cascade when it
-    // costs at most one point of accuracy against the whole reading.
-    let cascade = fit_for.first_tokens < fit_for.doc_tokens
-        && cv.cascade.accuracy() >= cv.full.accuracy() - CASCADE_TOLERANCE;
-    let first = cascade.then(|| {
+    let (weights, bias) = fit(&full_x, &ys, categories.len(), settings(choice.l2));
+    let first = choice.first.map(|(l2, confidence)| {
         let first_x: Vec<Vec<f32>> = xs.iter().map(|f| f.first.clone()).collect();
-        let (weights, bias) = fit(&first_x, &ys, categories.len(), settings);
-        Stage { weights, bias }
+        let (weights, bias) = fit(&first_x, &ys, categories.len(), settings(l2));
+        Stage {
+            weights,
+            bias,
+            confidence,
+            l2,
+        }
     });
-    let chosen = if cascade { &cv.cascade } else { &cv.full };
     let mut per_category = BTreeMap::new();
     for &y in &ys {
         *per_category.entry(categories[y].clone()).or_default() += 1;
@@ -507,10 +693,10 @@ pub async fn train(
         training: Training {
             examples: xs.len(),
             per_category,
-            l2: settings.l2,
-            iterations: settings.iterations,
+            l2: choice.l2,
+            iterations: grid.iterations,
             balanced: true,
-            cv_accuracy: Some((chosen.accuracy() * 1000.0).round() / 1000.0),
+            cv_accuracy: Some((cv.cascade.accuracy() * 1000.0).round() / 1000.0),
             folds: distinct_folds.len(),
             grouped,
             provenance,
@@ -537,6 +723,58 @@ mod tests {
         let in_first = f.iter().filter(|&&x| x == f[0]).count();
         assert_eq!(in_first, 4, "{f:?}");
         assert_eq!(folds(&[None, None, None], 2), [0, 1, 0]);
+    }
+
+    /// Three separable clusters; the first-stage features are `first(i, x)`.
+    fn clusters(first: impl Fn(usize, &[f32]) -> Vec<f32>) -> (Vec<Features>, Vec<usize>) {
+        (0..30)
+            .map(|i| {
+                let c = i % 3;
+                let jitter = (i as f32 * 0.37).sin() * 0.3;
+                let mut x = vec![jitter, -jitter, 0.5 * jitter];
+                x[c] += 2.0;
+                let f = Features {
+                    first: first(i, &x),
+                    full: x,
+                    tokens_evaluated: 0,
+                };
+                (f, c)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn the_first_stage_is_kept_only_when_it_loses_nothing() {
+        let grid = Grid {
+            l2: vec![0.1, 1.0],
+            ..Grid::default()
+        };
+        let fold_of = folds(&vec![None; 30], 5);
+        let all: Vec<usize> = (0..30).collect();
+        // The first tokens tell as much as the whole reading: stop there.
+        let (xs, ys) = clusters(|_, x| x.to_vec());
+        let choice = choose(&xs, &ys, &fold_of, &all, 3, &grid, true);
+        assert!(choice.first.is_some(), "{choice:?}");
+        let ids: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let cv = cross_validate(&xs, &ys, &ids, &fold_of, &names, &grid, true);
+        assert_eq!(cv.choices.len(), 5);
+        assert_eq!(cv.cascade.accuracy(), 1.0);
+        assert_eq!(cv.full.accuracy(), 1.0);
+        assert!(cv.stopped_early > 0.5, "{}", cv.stopped_early);
+        // The first tokens tell nothing: always read on.
+        let (xs, ys) = clusters(|i, _| vec![(i as f32 * 1.7).cos(), 1.0, 0.0]);
+        let choice = choose(&xs, &ys, &fold_of, &all, 3, &grid, true);
+        assert_eq!(choice.first, None);
+        let cv = cross_validate(&xs, &ys, &ids, &fold_of, &names, &grid, true);
+        assert_eq!(cv.cascade.accuracy(), 1.0);
+        assert!(cv.first.accuracy() < 0.7, "{}", cv.first.accuracy());
+        // No cascade asked for: none chosen.
+        let (xs, ys) = clusters(|_, x| x.to_vec());
+        assert_eq!(
+            choose(&xs, &ys, &fold_of, &all, 3, &grid, false).first,
+            None
+        );
     }
 
     #[test]
