@@ -2,8 +2,9 @@
 //! each document is read once: a rerun with other folds, penalties or
 //! examples added reads only what is new.
 //!
-//! One JSON line per example: a key and the features (`null` when the example
-//! has no text). The key is the sha256 of the example's bytes (the PDF, or the
+//! One JSON line per example with text: a key and the features (an example
+//! without text is not kept: it is read again, in case the limits changed).
+//! The key is the sha256 of the example's bytes (the PDF, or the
 //! text) and of everything that shapes the features: the docsort version, the
 //! model, the prompt and the reading. Lines are appended as examples are read,
 //! so an interrupted run keeps what it read; a torn last line is ignored.
@@ -23,7 +24,7 @@ use crate::offline::train::TrainError;
 #[derive(Debug)]
 pub struct FeatureCache {
     path: PathBuf,
-    entries: HashMap<String, Option<Features>>,
+    entries: HashMap<String, Features>,
     file: std::fs::File,
     /// Examples served from the file so far.
     pub hits: usize,
@@ -32,8 +33,8 @@ pub struct FeatureCache {
 #[derive(Serialize, Deserialize)]
 struct Line {
     key: String,
-    first: Option<Vec<f32>>,
-    full: Option<Vec<f32>>,
+    first: Vec<f32>,
+    full: Vec<f32>,
     tokens: u64,
 }
 
@@ -54,13 +55,10 @@ impl FeatureCache {
                     let Ok(line) = serde_json::from_str::<Line>(line) else {
                         continue;
                     };
-                    let features = match (line.first, line.full) {
-                        (Some(first), Some(full)) => Some(Features {
-                            first,
-                            full,
-                            tokens_evaluated: line.tokens,
-                        }),
-                        _ => None,
+                    let features = Features {
+                        first: line.first,
+                        full: line.full,
+                        tokens_evaluated: line.tokens,
                     };
                     entries.insert(line.key, features);
                 }
@@ -104,20 +102,20 @@ impl FeatureCache {
             })
     }
 
-    /// The features kept under `key` (`Some(None)`: the example has no text).
-    pub fn get(&mut self, key: &str) -> Option<Option<Features>> {
+    /// The features kept under `key`.
+    pub fn get(&mut self, key: &str) -> Option<Features> {
         let found = self.entries.get(key).cloned();
         self.hits += usize::from(found.is_some());
         found
     }
 
     /// Keeps `features` under `key`, in memory and in the file.
-    pub fn put(&mut self, key: String, features: &Option<Features>) -> Result<(), TrainError> {
+    pub fn put(&mut self, key: String, features: &Features) -> Result<(), TrainError> {
         let line = Line {
             key: key.clone(),
-            first: features.as_ref().map(|f| f.first.clone()),
-            full: features.as_ref().map(|f| f.full.clone()),
-            tokens: features.as_ref().map_or(0, |f| f.tokens_evaluated),
+            first: features.first.clone(),
+            full: features.full.clone(),
+            tokens: features.tokens_evaluated,
         };
         let mut text = serde_json::to_string(&line).expect("a cache line serialises");
         text.push('\n');
@@ -160,15 +158,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("features.jsonl");
         let _ = std::fs::remove_file(&path);
-        let features = Some(Features {
+        let features = Features {
             first: vec![0.1, -2.5e-7, 3.0],
             full: vec![1.0 / 3.0, f32::MAX, -0.0],
             tokens_evaluated: 99,
-        });
+        };
         let mut cache = FeatureCache::open(&path).unwrap();
         assert_eq!(cache.get("a"), None);
         cache.put("a".into(), &features).unwrap();
-        cache.put("b".into(), &None).unwrap();
         drop(cache);
         // An interrupted run's last line.
         let mut file = std::fs::OpenOptions::new()
@@ -178,9 +175,8 @@ mod tests {
         file.write_all(b"{\"key\":\"c\",\"first\":[0.").unwrap();
         let mut cache = FeatureCache::open(&path).unwrap();
         assert_eq!(cache.get("a"), Some(features.clone()), "bit for bit");
-        assert_eq!(cache.get("b"), Some(None));
         assert_eq!(cache.get("c"), None);
-        assert_eq!(cache.hits, 2);
+        assert_eq!(cache.hits, 1);
         // What is kept after the torn line is read back too.
         cache.put("c".into(), &features).unwrap();
         drop(cache);

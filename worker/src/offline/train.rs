@@ -272,7 +272,7 @@ pub async fn featurize(
         };
         let key = feature_cache::key(classifier.fit_for(), kind, &bytes);
         if let Some(kept) = cache.as_mut().and_then(|c| c.get(&key)) {
-            out.push(kept);
+            out.push(Some(kept));
             progress();
             continue;
         }
@@ -305,8 +305,8 @@ pub async fn featurize(
             }
             None => None,
         };
-        if let Some(cache) = cache.as_mut() {
-            cache.put(key, &features)?;
+        if let (Some(cache), Some(features)) = (cache.as_mut(), &features) {
+            cache.put(key, features)?;
         }
         out.push(features);
         progress();
@@ -422,7 +422,11 @@ pub fn choose(
     cascade: bool,
 ) -> Choice {
     let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
-    let middle = grid.l2[grid.l2.len() / 2];
+    let middle = grid
+        .l2
+        .get(grid.l2.len() / 2)
+        .copied()
+        .unwrap_or(FitSettings::default().l2);
     if folds.len() < 2 {
         return Choice {
             l2: middle,
