@@ -95,9 +95,10 @@ pub struct ClassifierArgs {
     /// Document tokens the local model reads (fewer: faster, less accurate).
     #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_doc_tokens: u32,
-    /// Document tokens the local model reads first: when its answer is confident
-    /// (`--local-confidence`) the rest is not read. Equal to `--local-doc-tokens`:
-    /// always read them all.
+    /// Document tokens the local model reads first: when its answer is confident (the
+    /// head's own threshold, or `--local-confidence` zero-shot) the rest is not read.
+    /// Equal to `--local-doc-tokens`: always read them all (a head then decides without
+    /// its first stage).
     #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_first_tokens: u32,
     /// Probability of the best category, among the categories, at which the

@@ -299,3 +299,17 @@ struct CsvRow<'a> {
     output_tokens: u64,
     cost_usd: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let times: Vec<Duration> = (1..=10).map(Duration::from_secs).collect();
+        assert_eq!(quantile(&times, 0.5), Duration::from_secs(5));
+        assert_eq!(quantile(&times, 0.9), Duration::from_secs(9));
+        assert_eq!(quantile(&times[..1], 0.9), Duration::from_secs(1));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+}
