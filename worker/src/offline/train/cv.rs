@@ -1,0 +1,346 @@
+//! Choosing a head's settings by cross-validation, and nested
+//! cross-validation of that choice: folds grouped by source, the L2 penalties
+//! and the first stage's threshold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::CASCADE_TOLERANCE;
+use crate::classify::local::head::{argmax, fit, probabilities, FitSettings};
+use crate::classify::local::Features;
+use crate::offline::eval::EvalReport;
+
+/// Fold of each example: whole groups to the fold with the fewest examples
+/// so far (largest groups first), or round-robin without groups.
+pub fn folds(groups: &[Option<String>], k: usize) -> Vec<usize> {
+    let k = k.max(2);
+    if groups.iter().all(Option::is_none) {
+        return (0..groups.len()).map(|i| i % k).collect();
+    }
+    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        // An example without a group is its own group.
+        let g = g.clone().unwrap_or_else(|| format!("#{i}"));
+        *sizes.entry(g).or_default() += 1;
+    }
+    let mut order: Vec<(&String, &usize)> = sizes.iter().collect();
+    order.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut load = vec![0usize; k];
+    let mut fold_of: BTreeMap<&String, usize> = BTreeMap::new();
+    for (g, n) in order {
+        let f = (0..k).min_by_key(|&f| (load[f], f)).unwrap_or(0);
+        load[f] += n;
+        fold_of.insert(g, f);
+    }
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let g = g.clone().unwrap_or_else(|| format!("#{i}"));
+            fold_of.get(&g).copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// What cross-validation chooses among.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    /// L2 penalties tried, for the head and its first stage separately.
+    pub l2: Vec<f64>,
+    /// The first stage's thresholds tried: the best category's probability
+    /// that ends the reading after the first tokens.
+    pub confidence: Vec<f32>,
+    /// Gradient steps per fit.
+    pub iterations: usize,
+}
+
+impl Default for Grid {
+    fn default() -> Self {
+        Grid {
+            l2: vec![0.01, 0.03, 0.1, 0.3, 1.0],
+            confidence: vec![
+                0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
+            ],
+            iterations: FitSettings::default().iterations,
+        }
+    }
+}
+
+/// The settings cross-validation chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// The head's L2 penalty.
+    pub l2: f64,
+    /// The first stage's L2 penalty and threshold; `None`: always read on.
+    pub first: Option<(f64, f32)>,
+}
+
+/// Out-of-fold probabilities for the examples `subset`: each predicted by a
+/// head fitted on the other folds' examples in `subset`.
+fn out_of_fold(
+    x: &[&[f32]],
+    labels: &[usize],
+    fold_of: &[usize],
+    subset: &[usize],
+    classes: usize,
+    settings: FitSettings,
+) -> BTreeMap<usize, Vec<f32>> {
+    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
+    let mut out = BTreeMap::new();
+    for f in folds {
+        let train: Vec<usize> = subset
+            .iter()
+            .copied()
+            .filter(|&i| fold_of[i] != f)
+            .collect();
+        let xs: Vec<Vec<f32>> = train.iter().map(|&i| x[i].to_vec()).collect();
+        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+        let (w, b) = fit(&xs, &ys, classes, settings);
+        for &i in subset.iter().filter(|&&i| fold_of[i] == f) {
+            out.insert(i, probabilities(&w, &b, x[i]));
+        }
+    }
+    out
+}
+
+/// Chooses the head's L2, and the first stage's L2 and threshold, by
+/// cross-validation over the folds of the examples `subset`: the L2 with the
+/// best accuracy (the larger of equals), then the first stage that stops the
+/// most reading while the cascade stays within [`CASCADE_TOLERANCE`] of the
+/// whole reading. No first stage when `cascade` is false or none qualifies.
+pub fn choose(
+    features: &[Features],
+    labels: &[usize],
+    fold_of: &[usize],
+    subset: &[usize],
+    classes: usize,
+    grid: &Grid,
+    cascade: bool,
+) -> Choice {
+    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
+    let middle = grid
+        .l2
+        .get(grid.l2.len() / 2)
+        .copied()
+        .unwrap_or(FitSettings::default().l2);
+    if folds.len() < 2 {
+        return Choice {
+            l2: middle,
+            first: None,
+        };
+    }
+    let settings = |l2| FitSettings {
+        l2,
+        iterations: grid.iterations,
+    };
+    let full_x: Vec<&[f32]> = features.iter().map(|f| f.full.as_slice()).collect();
+    let first_x: Vec<&[f32]> = features.iter().map(|f| f.first.as_slice()).collect();
+    let n = subset.len() as f64;
+    let right = |p: &BTreeMap<usize, Vec<f32>>, i: usize| argmax(&p[&i]) == labels[i];
+    let mut best: Option<(f64, f64, BTreeMap<usize, Vec<f32>>)> = None;
+    for &l2 in &grid.l2 {
+        let p = out_of_fold(&full_x, labels, fold_of, subset, classes, settings(l2));
+        let accuracy = subset.iter().filter(|&&i| right(&p, i)).count() as f64 / n;
+        if best.as_ref().is_none_or(|(_, a, _)| accuracy >= *a) {
+            best = Some((l2, accuracy, p));
+        }
+    }
+    let Some((l2, full_accuracy, full_p)) = best else {
+        return Choice {
+            l2: middle,
+            first: None,
+        };
+    };
+    let mut first = None;
+    if cascade {
+        // (stopped, accuracy, l2, threshold) of the best first stage so far.
+        let mut best: Option<(usize, f64, f64, f32)> = None;
+        for &l2 in &grid.l2 {
+            let p = out_of_fold(&first_x, labels, fold_of, subset, classes, settings(l2));
+            for &t in &grid.confidence {
+                let (mut stopped, mut correct) = (0usize, 0usize);
+                for &i in subset {
+                    let q = &p[&i];
+                    let answer = if q[argmax(q)] >= t {
+                        stopped += 1;
+                        argmax(q)
+                    } else {
+                        argmax(&full_p[&i])
+                    };
+                    correct += usize::from(answer == labels[i]);
+                }
+                let accuracy = correct as f64 / n;
+                tracing::debug!(
+                    l2,
+                    threshold = t,
+                    stopped = stopped as f64 / n,
+                    accuracy,
+                    full_accuracy,
+                    "first stage tried"
+                );
+                let better = best.is_none_or(|(s, a, _, _)| (stopped, accuracy) > (s, a));
+                if stopped > 0 && accuracy >= full_accuracy - CASCADE_TOLERANCE && better {
+                    best = Some((stopped, accuracy, l2, t));
+                }
+            }
+        }
+        first = best.map(|(_, _, l2, t)| (l2, t));
+    }
+    Choice { l2, first }
+}
+
+/// Cross-validation of the three readings a head can make.
+#[derive(Debug, Default)]
+pub struct CrossValidation {
+    /// The cascade as chosen: the first stage when it is confident, else the
+    /// whole reading.
+    pub cascade: EvalReport,
+    /// Always the whole reading.
+    pub full: EvalReport,
+    /// Always the first tokens only.
+    pub first: EvalReport,
+    /// Share of documents the cascade decided after the first tokens.
+    pub stopped_early: f64,
+    /// What each fold's training part chose.
+    pub choices: Vec<Choice>,
+}
+
+/// Nested k-fold cross-validation: each fold is predicted by heads whose
+/// settings were chosen ([`choose`]) and fitted on the other folds alone, so
+/// the figures are those of the whole procedure on examples it never saw.
+pub fn cross_validate(
+    features: &[Features],
+    labels: &[usize],
+    ids: &[String],
+    fold_of: &[usize],
+    categories: &[String],
+    grid: &Grid,
+    cascade: bool,
+) -> CrossValidation {
+    let report = || EvalReport {
+        labels: categories.to_vec(),
+        ..EvalReport::default()
+    };
+    let mut cv = CrossValidation {
+        cascade: report(),
+        full: report(),
+        first: report(),
+        ..CrossValidation::default()
+    };
+    let record = |r: &mut EvalReport, i: usize, predicted: usize| {
+        let (gold, predicted) = (&categories[labels[i]], &categories[predicted]);
+        if gold != predicted {
+            r.misses
+                .push((ids[i].clone(), gold.clone(), predicted.clone()));
+        }
+        *r.confusion
+            .entry((gold.clone(), predicted.clone()))
+            .or_default() += 1;
+    };
+    let settings = |l2| FitSettings {
+        l2,
+        iterations: grid.iterations,
+    };
+    let classes = categories.len();
+    let mut early = 0usize;
+    let folds: BTreeSet<usize> = fold_of.iter().copied().collect();
+    for &f in &folds {
+        let train: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] != f).collect();
+        let test: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] == f).collect();
+        let choice = choose(features, labels, fold_of, &train, classes, grid, cascade);
+        cv.choices.push(choice);
+        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+        let full_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].full.clone()).collect();
+        let first_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].first.clone()).collect();
+        let (fw, fb) = fit(&full_x, &ys, classes, settings(choice.l2));
+        let (first_l2, threshold) = choice.first.unwrap_or((choice.l2, f32::INFINITY));
+        let (sw, sb) = fit(&first_x, &ys, classes, settings(first_l2));
+        for i in test {
+            let full = argmax(&probabilities(&fw, &fb, &features[i].full));
+            let p_first = probabilities(&sw, &sb, &features[i].first);
+            let first = argmax(&p_first);
+            record(&mut cv.full, i, full);
+            record(&mut cv.first, i, first);
+            if p_first[first] >= threshold {
+                early += 1;
+                record(&mut cv.cascade, i, first);
+            } else {
+                record(&mut cv.cascade, i, full);
+            }
+        }
+    }
+    cv.stopped_early = early as f64 / features.len().max(1) as f64;
+    cv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_keep_a_source_together_and_balance_sizes() {
+        let groups: Vec<Option<String>> = ["a", "a", "a", "b", "b", "c", "d", "d"]
+            .iter()
+            .map(|g| Some((*g).to_owned()))
+            .collect();
+        let f = folds(&groups, 2);
+        assert_eq!(f[0], f[1]);
+        assert_eq!(f[1], f[2]);
+        assert_eq!(f[3], f[4]);
+        assert_eq!(f[6], f[7]);
+        let in_first = f.iter().filter(|&&x| x == f[0]).count();
+        assert_eq!(in_first, 4, "{f:?}");
+        assert_eq!(folds(&[None, None, None], 2), [0, 1, 0]);
+    }
+
+    /// Three separable clusters; the first-stage features are `first(i, x)`.
+    fn clusters(first: impl Fn(usize, &[f32]) -> Vec<f32>) -> (Vec<Features>, Vec<usize>) {
+        (0..30)
+            .map(|i| {
+                let c = i % 3;
+                let jitter = (i as f32 * 0.37).sin() * 0.3;
+                let mut x = vec![jitter, -jitter, 0.5 * jitter];
+                x[c] += 2.0;
+                let f = Features {
+                    first: first(i, &x),
+                    full: x,
+                    tokens_evaluated: 0,
+                };
+                (f, c)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn the_first_stage_is_kept_only_when_it_loses_nothing() {
+        let grid = Grid {
+            l2: vec![0.1, 1.0],
+            ..Grid::default()
+        };
+        let fold_of = folds(&vec![None; 30], 5);
+        let all: Vec<usize> = (0..30).collect();
+        // The first tokens tell as much as the whole reading: stop there.
+        let (xs, ys) = clusters(|_, x| x.to_vec());
+        let choice = choose(&xs, &ys, &fold_of, &all, 3, &grid, true);
+        assert!(choice.first.is_some(), "{choice:?}");
+        let ids: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let cv = cross_validate(&xs, &ys, &ids, &fold_of, &names, &grid, true);
+        assert_eq!(cv.choices.len(), 5);
+        assert_eq!(cv.cascade.accuracy(), 1.0);
+        assert_eq!(cv.full.accuracy(), 1.0);
+        assert!(cv.stopped_early > 0.5, "{}", cv.stopped_early);
+        // The first tokens tell nothing: always read on.
+        let (xs, ys) = clusters(|i, _| vec![(i as f32 * 1.7).cos(), 1.0, 0.0]);
+        let choice = choose(&xs, &ys, &fold_of, &all, 3, &grid, true);
+        assert_eq!(choice.first, None);
+        let cv = cross_validate(&xs, &ys, &ids, &fold_of, &names, &grid, true);
+        assert_eq!(cv.cascade.accuracy(), 1.0);
+        assert!(cv.first.accuracy() < 0.7, "{}", cv.first.accuracy());
+        // No cascade asked for: none chosen.
+        let (xs, ys) = clusters(|_, x| x.to_vec());
+        assert_eq!(
+            choose(&xs, &ys, &fold_of, &all, 3, &grid, false).first,
+            None
+        );
+    }
+}
