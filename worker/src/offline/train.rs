@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::classify::local::head::{
-    fit, FitSettings, Head, Provenance, Stage, Training, FEATURE, HEAD_FORMAT,
-};
+use crate::classify::local::head::{fit, Head, Provenance, Stage, Training, FEATURE, HEAD_FORMAT};
 use crate::classify::local::{Features, LocalClassifier, LocalError};
 use crate::extract::{extract_bounded, Fallback, Limits};
 use crate::offline::feature_cache::{self, FeatureCache};
@@ -207,15 +205,11 @@ pub async fn train(
         grid,
         cascade,
     );
-    let settings = |l2| FitSettings {
-        l2,
-        iterations: grid.iterations,
-    };
     let full_x: Vec<Vec<f32>> = xs.iter().map(|f| f.full.clone()).collect();
-    let (weights, bias) = fit(&full_x, &ys, categories.len(), settings(choice.l2));
+    let (weights, bias) = fit(&full_x, &ys, categories.len(), grid.settings(choice.l2));
     let first = choice.first.map(|(l2, confidence)| {
         let first_x: Vec<Vec<f32>> = xs.iter().map(|f| f.first.clone()).collect();
-        let (weights, bias) = fit(&first_x, &ys, categories.len(), settings(l2));
+        let (weights, bias) = fit(&first_x, &ys, categories.len(), grid.settings(l2));
         Stage {
             weights,
             bias,

@@ -65,6 +65,16 @@ impl Default for Grid {
     }
 }
 
+impl Grid {
+    /// How a head with penalty `l2` is fitted.
+    pub fn settings(&self, l2: f64) -> FitSettings {
+        FitSettings {
+            l2,
+            iterations: self.iterations,
+        }
+    }
+}
+
 /// The settings cross-validation chose.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choice {
@@ -128,17 +138,13 @@ pub fn choose(
             first: None,
         };
     }
-    let settings = |l2| FitSettings {
-        l2,
-        iterations: grid.iterations,
-    };
     let full_x: Vec<&[f32]> = features.iter().map(|f| f.full.as_slice()).collect();
     let first_x: Vec<&[f32]> = features.iter().map(|f| f.first.as_slice()).collect();
     let n = subset.len() as f64;
     let right = |p: &BTreeMap<usize, Vec<f32>>, i: usize| argmax(&p[&i]) == labels[i];
     let mut best: Option<(f64, f64, BTreeMap<usize, Vec<f32>>)> = None;
     for &l2 in &grid.l2 {
-        let p = out_of_fold(&full_x, labels, fold_of, subset, classes, settings(l2));
+        let p = out_of_fold(&full_x, labels, fold_of, subset, classes, grid.settings(l2));
         let accuracy = subset.iter().filter(|&&i| right(&p, i)).count() as f64 / n;
         if best.as_ref().is_none_or(|(_, a, _)| accuracy >= *a) {
             best = Some((l2, accuracy, p));
@@ -155,7 +161,14 @@ pub fn choose(
         // (stopped, accuracy, l2, threshold) of the best first stage so far.
         let mut best: Option<(usize, f64, f64, f32)> = None;
         for &l2 in &grid.l2 {
-            let p = out_of_fold(&first_x, labels, fold_of, subset, classes, settings(l2));
+            let p = out_of_fold(
+                &first_x,
+                labels,
+                fold_of,
+                subset,
+                classes,
+                grid.settings(l2),
+            );
             for &t in &grid.confidence {
                 let (mut stopped, mut correct) = (0usize, 0usize);
                 for &i in subset {
@@ -236,10 +249,6 @@ pub fn cross_validate(
             .entry((gold.clone(), predicted.clone()))
             .or_default() += 1;
     };
-    let settings = |l2| FitSettings {
-        l2,
-        iterations: grid.iterations,
-    };
     let classes = categories.len();
     let mut early = 0usize;
     let folds: BTreeSet<usize> = fold_of.iter().copied().collect();
@@ -251,9 +260,9 @@ pub fn cross_validate(
         let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
         let full_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].full.clone()).collect();
         let first_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].first.clone()).collect();
-        let (fw, fb) = fit(&full_x, &ys, classes, settings(choice.l2));
+        let (fw, fb) = fit(&full_x, &ys, classes, grid.settings(choice.l2));
         let (first_l2, threshold) = choice.first.unwrap_or((choice.l2, f32::INFINITY));
-        let (sw, sb) = fit(&first_x, &ys, classes, settings(first_l2));
+        let (sw, sb) = fit(&first_x, &ys, classes, grid.settings(first_l2));
         for i in test {
             let full = argmax(&probabilities(&fw, &fb, &features[i].full));
             let p_first = probabilities(&sw, &sb, &features[i].first);
