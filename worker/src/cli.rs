@@ -13,6 +13,7 @@ use docsort_worker::classify::gate::GateConfig;
 use docsort_worker::classify::local::{self, HeadChoice, LocalSettings, Reading};
 use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
 use docsort_worker::extract::{Fallback, Isolation, Limits};
+use docsort_worker::offline::train::CASCADE_TOLERANCE;
 use docsort_worker::pipeline::RunSettings;
 
 /// docsort worker: sorts PDFs from S3 into categories with a cheap Bedrock model
@@ -543,6 +544,12 @@ pub struct TrainArgs {
     /// head and its first stage each take the one with the best cross-validated accuracy.
     #[arg(long, env = "DOCSORT_TRAIN_L2", value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1", value_parser = penalty)]
     pub l2: Vec<f64>,
+    /// Cross-validated accuracy the reading cascade may give up for speed: a first stage
+    /// (stop after the first tokens when confident) is kept only if the cascade stays
+    /// within this much of always reading on (0.01: one point). 0 stops early only where
+    /// it costs nothing, and so stops less often.
+    #[arg(long, env = "DOCSORT_TRAIN_CASCADE_TOLERANCE", default_value_t = CASCADE_TOLERANCE, value_parser = tolerance)]
+    pub cascade_tolerance: f64,
     /// Keep the model's features of each example in this file (JSON lines), and reuse them:
     /// a rerun reads only examples that are new or changed. Safe to delete.
     #[arg(long, env = "DOCSORT_TRAIN_CACHE")]
@@ -583,6 +590,15 @@ fn penalty(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(l2) if l2.is_finite() && l2 > 0.0 => Ok(l2),
         _ => Err(format!("{s:?} is not a positive L2 penalty (e.g. 0.1)")),
+    }
+}
+
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if (0.0..1.0).contains(&t) => Ok(t),
+        _ => Err(format!(
+            "{s:?} is not an accuracy to give up between 0 and 1 (e.g. 0.01 for one point)"
+        )),
     }
 }
 

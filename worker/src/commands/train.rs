@@ -47,6 +47,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     l2.dedup();
     let grid = Grid {
         l2,
+        tolerance: args.cascade_tolerance,
         ..Grid::default()
     };
     let mut cache = args.cache.as_deref().map(FeatureCache::open).transpose()?;

@@ -22,12 +22,8 @@ use crate::offline::feature_cache::{self, FeatureCache};
 pub mod cv;
 pub mod examples;
 
-pub use cv::{choose, cross_validate, folds, Choice, CrossValidation, Grid};
+pub use cv::{choose, cross_validate, folds, Choice, CrossValidation, Grid, CASCADE_TOLERANCE};
 pub use examples::{check_counts, read_examples, Example, ExampleSet, Input};
-
-/// Accuracy the cascade may lose against the whole reading and still be
-/// chosen (in cross-validation).
-pub const CASCADE_TOLERANCE: f64 = 0.01;
 
 /// Fewest examples of a category a head learns it from.
 pub const MIN_PER_CATEGORY: usize = 4;
