@@ -357,13 +357,6 @@ impl LocalClassifier {
         self.max_text_chars
     }
 
-    /// Reads `tokens` after `cache`, asks the question and scores the categories.
-    fn ask(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
-        let input: Vec<u32> = tokens.iter().chain(&self.suffix).copied().collect();
-        let last = self.model.extend(cache, &input)?;
-        Ok(self.model.scores(&last)?)
-    }
-
     /// What a head must have been fitted for to be used here.
     pub fn fit_for(&self) -> &FitFor {
         &self.fit_for
@@ -484,19 +477,20 @@ impl LocalClassifier {
         if let Some(head) = &self.head {
             return self.classify_with_head(head, text);
         }
-        let doc_ids = self.document_tokens(text)?;
-        let doc = &doc_ids[..];
+        let doc = self.document_tokens(text)?;
         let first = doc.len().min(self.reading.first_tokens);
-        // The first tokens and the question in one pass; the cache then drops
-        // the question, ready to read on from where the first tokens ended.
-        let mut cache = self.prefix_cache.clone();
-        let mut scores = self.ask(&mut cache, &doc[..first])?;
-        let mut evaluated = first + self.suffix.len();
-        if first < doc.len() && confidence(&scores) < self.reading.confidence {
-            cache.truncate(self.prefix_len + first)?;
-            scores = self.ask(&mut cache, &doc[first..])?;
-            evaluated += doc.len() - first + self.suffix.len();
-        }
+        let confident = |state: &[f32]| {
+            // An error here surfaces when the final state is scored below.
+            self.model
+                .scores(state)
+                .is_ok_and(|s| confidence(&s) >= self.reading.confidence)
+        };
+        let Cascade {
+            after_first,
+            full,
+            tokens_evaluated,
+        } = self.read_cascade(&doc, first, confident)?;
+        let scores = self.model.scores(full.as_deref().unwrap_or(&after_first))?;
         let best = scores
             .iter()
             .enumerate()
@@ -505,7 +499,7 @@ impl LocalClassifier {
             .ok_or_else(|| LocalError::from(candle_core::Error::Msg("no categories".into())))?;
         Ok(Scored {
             label: self.prompt.taxonomy().categories()[best].name.clone(),
-            tokens_evaluated: evaluated as u64,
+            tokens_evaluated,
         })
     }
 }

@@ -445,7 +445,8 @@ impl Qwen2 {
     }
 
     /// Logits of the scored tokens after the hidden state `last`.
-    pub(crate) fn scores(&self, last: &Tensor) -> Result<Vec<f32>> {
+    pub(crate) fn scores(&self, last: &[f32]) -> Result<Vec<f32>> {
+        let last = Tensor::new(last, &Device::Cpu)?;
         self.head
             .matmul(&last.unsqueeze(1)?)?
             .squeeze(D::Minus1)?
