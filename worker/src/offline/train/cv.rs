@@ -376,12 +376,12 @@ mod tests {
         // The first tokens mislead on every tenth example, and more confidently
         // than they tell the truth on the others: any first stage costs accuracy.
         let (xs, ys) = clusters(|i, x| {
-            let mut x = x.to_vec();
-            if i % 10 == 0 {
-                x = vec![0.0; 3];
-                x[(i % 3 + 1) % 3] = 6.0;
+            if i % 10 != 0 {
+                return x.to_vec();
             }
-            x
+            let mut wrong = vec![0.0; 3];
+            wrong[(i % 3 + 1) % 3] = 6.0;
+            wrong
         });
         let fold_of = folds(&vec![None; 30], 5);
         let all: Vec<usize> = (0..30).collect();
