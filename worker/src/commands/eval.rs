@@ -1,6 +1,7 @@
 //! `docsort-worker eval`: a classifier's accuracy on a labeled JSONL set.
 
 use docsort_worker::classify::{Classifier, ClassifierKind};
+use docsort_worker::extract::peak_rss_kib;
 use docsort_worker::offline::eval::{evaluate, read_dataset};
 
 use super::classify::offline_classifier;
@@ -22,7 +23,8 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         examples.len()
     );
     println!("{report}");
-    if let Some(kib) = peak_memory_kib() {
+    let kib = peak_rss_kib();
+    if kib > 0 {
         println!(
             "peak memory: {:.2} GiB (this process's high-water resident set)",
             kib as f64 / (1024.0 * 1024.0)
@@ -50,11 +52,4 @@ fn decided_by(classifier: &Classifier) -> String {
             r.first_tokens, r.confidence, r.doc_tokens
         ),
     }
-}
-
-/// The process's peak resident memory (Linux's VmHWM), when the system says.
-fn peak_memory_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

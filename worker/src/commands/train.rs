@@ -118,8 +118,8 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 format!("always reads {} tokens", fit_for.doc_tokens)
             }
             None => format!(
-                "always reads {} tokens (no first stage kept the accuracy within a point)",
-                fit_for.doc_tokens
+                "always reads {} tokens (no first stage kept the accuracy within {} of it)",
+                fit_for.doc_tokens, args.cascade_tolerance
             ),
         }
     );

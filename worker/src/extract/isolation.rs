@@ -84,7 +84,7 @@ pub fn run_child(budget_chars: usize, fallback: Fallback) -> std::io::Result<()>
 /// This process's peak resident memory. Linux's `VmHWM` is this program's
 /// own; `getrusage`'s maximum carries over from the forking parent across
 /// exec, so a large parent would hide a small child.
-fn peak_rss_kib() -> u64 {
+pub fn peak_rss_kib() -> u64 {
     let hwm = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

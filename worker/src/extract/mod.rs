@@ -24,5 +24,7 @@ mod tounicode;
 mod truetype;
 
 pub use document::{extract, read, ExtractError, Extracted};
-pub use isolation::{extract_bounded, run_child, ChildReport, ExtractStats, Isolation, Limits};
+pub use isolation::{
+    extract_bounded, peak_rss_kib, run_child, ChildReport, ExtractStats, Isolation, Limits,
+};
 pub use page_image::{Fallback, PageImage};

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::classify::local::head::{fit, Head, Provenance, Stage, Training, FEATURE, HEAD_FORMAT};
 use crate::classify::local::{Features, LocalClassifier, LocalError};
 use crate::extract::{extract_bounded, Fallback, Limits};
+use crate::offline::eval::EvalError;
 use crate::offline::feature_cache::{self, FeatureCache};
 
 pub mod cv;
@@ -45,13 +46,8 @@ pub enum TrainError {
     },
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
-    #[error("{path} line {line}: not a {{\"id\",\"label\",\"text\"}} object")]
-    Jsonl {
-        path: PathBuf,
-        line: usize,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Dataset(#[from] EvalError),
     #[error(
         "{path} is neither a folder of category subfolders, a manifest .tsv nor a labeled .jsonl"
     )]

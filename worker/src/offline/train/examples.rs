@@ -157,16 +157,7 @@ pub fn read_examples(
                 );
             }
         } else if extension == "jsonl" {
-            for (i, line) in read(path)?.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let ex: crate::offline::eval::Example =
-                    serde_json::from_str(line).map_err(|source| TrainError::Jsonl {
-                        path: path.clone(),
-                        line: i + 1,
-                        source,
-                    })?;
+            for ex in crate::offline::eval::read_dataset(path)? {
                 add(ex.id, &ex.label, None, None, Input::Text(ex.text));
             }
         } else {
