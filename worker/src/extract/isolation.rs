@@ -219,19 +219,32 @@ async fn in_child(
     if stderr.contains("memory allocation of") || stderr.contains("out of memory") {
         return Err(ExtractError::MemoryLimit { mib: memory_mib });
     }
-    let last = stderr
+    Err(crashed(format!("died ({status}){}", last_words(&stderr))))
+}
+
+/// What a failed child process said last on stderr, as ": <line>" to follow
+/// its exit status, or nothing when it said nothing.
+pub(super) fn last_words(stderr: &str) -> String {
+    stderr
         .lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    Err(crashed(format!(
-        "died ({status}){}",
-        if last.is_empty() {
-            String::new()
-        } else {
-            format!(": {last}")
-        }
-    )))
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_words;
+
+    #[test]
+    fn last_words_are_the_last_line_said() {
+        assert_eq!(
+            last_words("warning: x\n  Syntax Error: bad xref  \n\n"),
+            ": Syntax Error: bad xref"
+        );
+        assert_eq!(last_words(" \n\n"), "");
+        assert_eq!(last_words(""), "");
+    }
 }

@@ -42,10 +42,14 @@ pub(super) fn nums<const N: usize>(ops: &[Object]) -> Option<[f32; N]> {
     Some(out)
 }
 
+/// A dictionary, a stream's dictionary, or either behind one reference.
 pub(super) fn dict<'a>(doc: &'a Document, o: &'a Object) -> Option<&'a Dictionary> {
+    let o = match o {
+        Object::Reference(id) => doc.get_object(*id).ok()?,
+        other => other,
+    };
     match o {
         Object::Dictionary(d) => Some(d),
-        Object::Reference(id) => doc.get_dictionary(*id).ok(),
         Object::Stream(s) => Some(&s.dict),
         _ => None,
     }
@@ -72,4 +76,31 @@ pub(super) fn stream_bytes(stream: &lopdf::Stream) -> Option<Vec<u8>> {
                 .is_err()
                 .then(|| stream.content.clone())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lopdf::{dictionary, Stream};
+
+    #[test]
+    fn dict_follows_a_reference_to_a_dictionary_or_a_stream() {
+        let mut doc = Document::with_version("1.5");
+        let plain = doc.add_object(dictionary! { "Type" => "Font" });
+        let stream = doc.add_object(Stream::new(
+            dictionary! { "Subtype" => "Image", "Width" => 7 },
+            vec![0; 7],
+        ));
+        let number = doc.add_object(3);
+        let name = |o: Object| {
+            dict(&doc, &o)
+                .and_then(|d| d.get(b"Subtype").or_else(|_| d.get(b"Type")).ok())
+                .and_then(|n| n.as_name().ok())
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(name(Object::Reference(plain)), Some(b"Font".to_vec()));
+        assert_eq!(name(Object::Reference(stream)), Some(b"Image".to_vec()));
+        assert_eq!(name(Object::Reference(number)), None);
+        assert_eq!(name(Object::Reference((99, 0))), None);
+    }
 }

@@ -191,13 +191,7 @@ fn largest_image(doc: &Document, page: ObjectId) -> Option<(u64, u64)> {
                 continue;
             };
             for (_, xobject) in xobjects.iter() {
-                // Image and form XObjects are streams: `dict` does not follow a
-                // reference to a stream, so resolve it here.
-                let resolved = match xobject {
-                    Object::Reference(id) => doc.get_object(*id).ok(),
-                    other => Some(other),
-                };
-                let Some(x) = resolved.and_then(|o| dict(doc, o)) else {
+                let Some(x) = dict(doc, xobject) else {
                     continue;
                 };
                 match x.get(b"Subtype").and_then(Object::as_name) {
@@ -295,18 +289,9 @@ fn run_tool(
             tool: program.to_owned(),
         });
     }
-    let last = err
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
     Err(ExtractError::Render(format!(
         "{program} failed ({status}){}",
-        if last.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", last.trim())
-        }
+        super::isolation::last_words(&err)
     )))
 }
 
