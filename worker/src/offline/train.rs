@@ -245,6 +245,7 @@ pub async fn train(
             per_category,
             l2: choice.l2,
             iterations: grid.iterations,
+            convergence: Some(grid.convergence),
             balanced: true,
             cv_accuracy: Some((cv.cascade.accuracy() * 1000.0).round() / 1000.0),
             folds: distinct_folds.len(),

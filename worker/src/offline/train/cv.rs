@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
+
 use crate::classify::local::head::{argmax, fit, probabilities, FitSettings};
 use crate::classify::local::Features;
 use crate::offline::eval::EvalReport;
@@ -51,8 +53,10 @@ pub struct Grid {
     /// The first stage's thresholds tried: the best category's probability
     /// that ends the reading after the first tokens.
     pub confidence: Vec<f32>,
-    /// Gradient steps per fit.
+    /// Most gradient steps per fit.
     pub iterations: usize,
+    /// A fit's convergence ([`FitSettings::convergence`]).
+    pub convergence: f64,
     /// Cross-validated accuracy the cascade may lose against always reading
     /// on and still be chosen (0: stop early only where it costs nothing).
     pub tolerance: f64,
@@ -66,6 +70,7 @@ impl Default for Grid {
                 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999,
             ],
             iterations: FitSettings::default().iterations,
+            convergence: FitSettings::default().convergence,
             tolerance: CASCADE_TOLERANCE,
         }
     }
@@ -77,6 +82,7 @@ impl Grid {
         FitSettings {
             l2,
             iterations: self.iterations,
+            convergence: self.convergence,
         }
     }
 }
@@ -100,22 +106,34 @@ fn out_of_fold(
     classes: usize,
     settings: FitSettings,
 ) -> BTreeMap<usize, Vec<f32>> {
-    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
-    let mut out = BTreeMap::new();
-    for f in folds {
-        let train: Vec<usize> = subset
-            .iter()
-            .copied()
-            .filter(|&i| fold_of[i] != f)
-            .collect();
-        let xs: Vec<Vec<f32>> = train.iter().map(|&i| x[i].to_vec()).collect();
-        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
-        let (w, b) = fit(&xs, &ys, classes, settings);
-        for &i in subset.iter().filter(|&&i| fold_of[i] == f) {
-            out.insert(i, probabilities(&w, &b, x[i]));
-        }
-    }
-    out
+    let folds: Vec<usize> = subset
+        .iter()
+        .map(|&i| fold_of[i])
+        .collect::<BTreeSet<usize>>()
+        .into_iter()
+        .collect();
+    // Each fold's fit is independent: fitted in parallel, gathered in order.
+    folds
+        .par_iter()
+        .map(|&f| {
+            let train: Vec<usize> = subset
+                .iter()
+                .copied()
+                .filter(|&i| fold_of[i] != f)
+                .collect();
+            let xs: Vec<Vec<f32>> = train.iter().map(|&i| x[i].to_vec()).collect();
+            let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+            let (w, b) = fit(&xs, &ys, classes, settings);
+            subset
+                .iter()
+                .filter(|&&i| fold_of[i] == f)
+                .map(|&i| (i, probabilities(&w, &b, x[i])))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Chooses the head's L2, and the first stage's L2 and threshold, by
@@ -148,9 +166,18 @@ pub fn choose(
     let first_x: Vec<&[f32]> = features.iter().map(|f| f.first.as_slice()).collect();
     let n = subset.len() as f64;
     let right = |p: &BTreeMap<usize, Vec<f32>>, i: usize| argmax(&p[&i]) == labels[i];
+    // Out-of-fold probabilities for each penalty, computed in parallel.
+    let per_l2 = |x: &[&[f32]]| -> Vec<(f64, BTreeMap<usize, Vec<f32>>)> {
+        grid.l2
+            .par_iter()
+            .map(|&l2| {
+                let p = out_of_fold(x, labels, fold_of, subset, classes, grid.settings(l2));
+                (l2, p)
+            })
+            .collect()
+    };
     let mut best: Option<(f64, f64, BTreeMap<usize, Vec<f32>>)> = None;
-    for &l2 in &grid.l2 {
-        let p = out_of_fold(&full_x, labels, fold_of, subset, classes, grid.settings(l2));
+    for (l2, p) in per_l2(&full_x) {
         let accuracy = subset.iter().filter(|&&i| right(&p, i)).count() as f64 / n;
         if best.as_ref().is_none_or(|(_, a, _)| accuracy >= *a) {
             best = Some((l2, accuracy, p));
@@ -166,15 +193,7 @@ pub fn choose(
     if cascade {
         // (stopped, accuracy, l2, threshold) of the best first stage so far.
         let mut best: Option<(usize, f64, f64, f32)> = None;
-        for &l2 in &grid.l2 {
-            let p = out_of_fold(
-                &first_x,
-                labels,
-                fold_of,
-                subset,
-                classes,
-                grid.settings(l2),
-            );
+        for (l2, p) in per_l2(&first_x) {
             for &t in &grid.confidence {
                 let (mut stopped, mut correct) = (0usize, 0usize);
                 for &i in subset {
@@ -257,24 +276,37 @@ pub fn cross_validate(
     };
     let classes = categories.len();
     let mut early = 0usize;
-    let folds: BTreeSet<usize> = fold_of.iter().copied().collect();
-    for &f in &folds {
-        let train: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] != f).collect();
-        let test: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] == f).collect();
-        let choice = choose(features, labels, fold_of, &train, classes, grid, cascade);
+    let folds: Vec<usize> = fold_of
+        .iter()
+        .copied()
+        .collect::<BTreeSet<usize>>()
+        .into_iter()
+        .collect();
+    // Each fold's choice and fits are independent: made in parallel, read in order.
+    let fitted: Vec<_> = folds
+        .par_iter()
+        .map(|&f| {
+            let train: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] != f).collect();
+            let choice = choose(features, labels, fold_of, &train, classes, grid, cascade);
+            let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
+            let full_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].full.clone()).collect();
+            let full = fit(&full_x, &ys, classes, grid.settings(choice.l2));
+            // Without a cascade the first tokens are the whole reading: no second head.
+            let stage = cascade.then(|| {
+                let (first_l2, threshold) = choice.first.unwrap_or((choice.l2, f32::INFINITY));
+                let first_x: Vec<Vec<f32>> =
+                    train.iter().map(|&i| features[i].first.clone()).collect();
+                (
+                    fit(&first_x, &ys, classes, grid.settings(first_l2)),
+                    threshold,
+                )
+            });
+            (f, choice, full, stage)
+        })
+        .collect();
+    for (f, choice, (fw, fb), stage) in fitted {
         cv.choices.push(choice);
-        let ys: Vec<usize> = train.iter().map(|&i| labels[i]).collect();
-        let full_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].full.clone()).collect();
-        let (fw, fb) = fit(&full_x, &ys, classes, grid.settings(choice.l2));
-        // Without a cascade the first tokens are the whole reading: no second head.
-        let stage = cascade.then(|| {
-            let (first_l2, threshold) = choice.first.unwrap_or((choice.l2, f32::INFINITY));
-            let first_x: Vec<Vec<f32>> = train.iter().map(|&i| features[i].first.clone()).collect();
-            (
-                fit(&first_x, &ys, classes, grid.settings(first_l2)),
-                threshold,
-            )
-        });
+        let test: Vec<usize> = (0..features.len()).filter(|&i| fold_of[i] == f).collect();
         for i in test {
             let p_full = probabilities(&fw, &fb, &features[i].full);
             let full = argmax(&p_full);
