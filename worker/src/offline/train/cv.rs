@@ -106,16 +106,11 @@ fn out_of_fold(
     classes: usize,
     settings: FitSettings,
 ) -> BTreeMap<usize, Vec<f32>> {
-    let folds: Vec<usize> = subset
-        .iter()
-        .map(|&i| fold_of[i])
-        .collect::<BTreeSet<usize>>()
-        .into_iter()
-        .collect();
-    // Each fold's fit is independent: fitted in parallel, gathered in order.
+    let folds: BTreeSet<usize> = subset.iter().map(|&i| fold_of[i]).collect();
+    // Each fold's fit is independent: fitted in parallel.
     folds
         .par_iter()
-        .map(|&f| {
+        .flat_map_iter(|&f| {
             let train: Vec<usize> = subset
                 .iter()
                 .copied()
@@ -130,9 +125,6 @@ fn out_of_fold(
                 .map(|&i| (i, probabilities(&w, &b, x[i])))
                 .collect::<Vec<_>>()
         })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flatten()
         .collect()
 }
 
@@ -276,12 +268,7 @@ pub fn cross_validate(
     };
     let classes = categories.len();
     let mut early = 0usize;
-    let folds: Vec<usize> = fold_of
-        .iter()
-        .copied()
-        .collect::<BTreeSet<usize>>()
-        .into_iter()
-        .collect();
+    let folds: BTreeSet<usize> = fold_of.iter().copied().collect();
     // Each fold's choice and fits are independent: made in parallel, read in order.
     let fitted: Vec<_> = folds
         .par_iter()
