@@ -380,6 +380,10 @@ impl Qwen2 {
 
     /// Evaluates `tokens` after the positions in `cache` (which grows by them)
     /// and returns the final hidden state of the last token.
+    ///
+    /// Only that state is wanted, so the last layer computes keys and values
+    /// for every position (the cache needs them) and the rest for the last
+    /// position alone.
     pub(crate) fn extend(&self, cache: &mut Cache, tokens: &[u32]) -> Result<Tensor> {
         let (start, n) = (cache.len, tokens.len());
         if n == 0 {
@@ -389,23 +393,37 @@ impl Qwen2 {
         let cos = self.cos.narrow(0, start, n)?;
         let sin = self.sin.narrow(0, start, n)?;
         let mut x = self.embeddings.rows(tokens)?.unsqueeze(0)?;
+        let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
-            let heads = |t: Tensor, count: usize| {
-                t.reshape((1, n, count, self.head_dim))?
+            let heads = |t: Tensor, count: usize, rows: usize| {
+                t.reshape((1, rows, count, self.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = heads(layer.wq.forward(&h)?.broadcast_add(&layer.bq)?, self.n_head)?;
-            let k = heads(
-                layer.wk.forward(&h)?.broadcast_add(&layer.bk)?,
-                self.n_kv_head,
-            )?;
-            let v = heads(
-                layer.wv.forward(&h)?.broadcast_add(&layer.bv)?,
-                self.n_kv_head,
-            )?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+            // The queries of the rows this layer passes on: all of them, or
+            // in the last layer the last one.
+            let (q, k, v, mask, cos_q, sin_q) = if i < last {
+                let [q, k, v] = project(&h, [&layer.wq, &layer.wk, &layer.wv])?;
+                (q, k, v, mask.clone(), cos.clone(), sin.clone())
+            } else {
+                let [k, v] = project(&h, [&layer.wk, &layer.wv])?;
+                x = x.narrow(1, n - 1, 1)?;
+                let q = layer.wq.forward(&h.narrow(1, n - 1, 1)?)?;
+                (
+                    q,
+                    k,
+                    v,
+                    mask.narrow(2, n - 1, 1)?,
+                    cos.narrow(0, n - 1, 1)?,
+                    sin.narrow(0, n - 1, 1)?,
+                )
+            };
+            let rows = q.dim(1)?;
+            let q = heads(q.broadcast_add(&layer.bq)?, self.n_head, rows)?;
+            let k = heads(k.broadcast_add(&layer.bk)?, self.n_kv_head, n)?;
+            let v = heads(v.broadcast_add(&layer.bv)?, self.n_kv_head, n)?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos_q, &sin_q)?;
             let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
             let (k, v) = match cache.kv.get(i) {
                 Some((past_k, past_v)) => (
@@ -427,16 +445,15 @@ impl Qwen2 {
             let attended =
                 attended
                     .transpose(1, 2)?
-                    .reshape((1, n, self.n_head * self.head_dim))?;
+                    .reshape((1, rows, self.n_head * self.head_dim))?;
             x = (layer.wo.forward(&attended)? + x)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let mlp = layer.down.forward(
-                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
-            )?;
+            let [gate, up] = project(&h, [&layer.gate, &layer.up])?;
+            let mlp = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (mlp + x)?;
         }
         cache.len += n;
-        self.norm.forward(&x.narrow(1, n - 1, 1)?)?.flatten_all()
+        self.norm.forward(&x)?.flatten_all()
     }
 
     /// The hidden state's size.
@@ -452,4 +469,32 @@ impl Qwen2 {
             .squeeze(D::Minus1)?
             .to_vec1::<f32>()
     }
+}
+
+/// `x` through each of `matrices`, which all take it as input. Where candle
+/// has a fused kernel for them (AVX-512 VNNI, one block type) that is one
+/// quantization of `x` and one parallel region instead of one of each per
+/// matrix, with the same results; else one product per matrix.
+fn project<const N: usize>(x: &Tensor, matrices: [&QMatMul; N]) -> Result<[Tensor; N]> {
+    let quantized: Option<Vec<&QTensor>> = matrices
+        .iter()
+        .map(|m| match m {
+            QMatMul::QTensor(t) => Some(t.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let fused = match quantized {
+        Some(ts) => QTensor::gemv_fused_shared_lhs(&ts, x)?,
+        None => None,
+    };
+    let outputs = match fused {
+        Some(outputs) => outputs,
+        None => matrices
+            .iter()
+            .map(|m| m.forward(x))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    outputs
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg("a fused product returned the wrong count".into()))
 }
