@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::classify::local::head::{fit, Head, Provenance, Stage, Training, FEATURE, HEAD_FORMAT};
 use crate::classify::local::{Features, LocalClassifier, LocalError};
-use crate::extract::{extract_bounded, Fallback, Limits};
+use crate::extract::{extract_bounded, ExtractError, Fallback, Limits};
 use crate::offline::eval::EvalError;
 use crate::offline::feature_cache::{self, FeatureCache};
 
@@ -64,7 +64,8 @@ pub enum TrainError {
 
 /// The model's features of each example (`None` where a PDF yields no text),
 /// from `cache` where it has them (new ones are added to it); `progress` is
-/// called after each.
+/// called after each. The next example's text is extracted (another process,
+/// or a blocking thread) while the model reads the current one.
 pub async fn featurize(
     classifier: &Arc<LocalClassifier>,
     examples: &[Example],
@@ -73,36 +74,35 @@ pub async fn featurize(
     mut progress: impl FnMut(),
 ) -> Result<Vec<Option<Features>>, TrainError> {
     let mut out = Vec::with_capacity(examples.len());
-    for ex in examples {
-        let (kind, bytes) = match &ex.input {
-            Input::Text(text) => ("text", text.as_bytes().to_vec()),
-            Input::Pdf(path) => (
-                "pdf",
-                std::fs::read(path).map_err(|source| TrainError::Read {
-                    path: path.clone(),
-                    source,
-                })?,
-            ),
+    let mut ahead = None;
+    for i in 0..examples.len() {
+        let current = match ahead.take() {
+            Some(started) => started,
+            None => start(classifier, &examples[i], limits, cache.as_deref_mut())?,
         };
-        let key = feature_cache::key(classifier.fit_for(), kind, &bytes);
-        if let Some(kept) = cache.as_mut().and_then(|c| c.get(&key)) {
-            out.push(Some(kept));
-            progress();
-            continue;
+        if let Some(next) = examples.get(i + 1) {
+            ahead = Some(start(classifier, next, limits, cache.as_deref_mut())?);
         }
-        let text = match &ex.input {
-            Input::Text(text) => Some(text.clone()),
-            Input::Pdf(path) => {
-                let (extracted, _) =
-                    extract_bounded(limits, bytes, classifier.max_text_chars(), Fallback::Ocr)
-                        .await;
-                match extracted {
-                    Ok(x) => Some(x.text),
-                    Err(e) => {
-                        tracing::info!(file = %path.display(), reason = %e.reason(), "no text: not used");
+        let (key, text) = match current {
+            Started::Cached(kept) => {
+                out.push(Some(kept));
+                progress();
+                continue;
+            }
+            Started::Text(key, text) => (key, Some(text)),
+            Started::Extracting(key, task) => {
+                let text = match task.await {
+                    Ok(Ok(text)) => Some(text),
+                    Ok(Err(e)) => {
+                        tracing::info!(id = %examples[i].id, reason = %e.reason(), "no text: not used");
                         None
                     }
-                }
+                    Err(e) => {
+                        tracing::info!(id = %examples[i].id, error = %e, "the extraction task failed: not used");
+                        None
+                    }
+                };
+                (key, text)
             }
         };
         let features = match text {
@@ -119,7 +119,7 @@ pub async fn featurize(
             }
             None => None,
         };
-        if let (Some(cache), Some(features)) = (cache.as_mut(), &features) {
+        if let (Some(cache), Some(features)) = (cache.as_deref_mut(), &features) {
             cache.put(key, features)?;
         }
         out.push(features);
@@ -127,6 +127,59 @@ pub async fn featurize(
     }
     Ok(out)
 }
+
+/// An example on its way to features.
+enum Started {
+    /// The cache had them.
+    Cached(Features),
+    /// A labeled text, under its cache key.
+    Text(String, String),
+    /// A PDF whose text is being extracted, under its cache key.
+    Extracting(
+        String,
+        tokio::task::JoinHandle<Result<String, ExtractError>>,
+    ),
+}
+
+/// Looks `example` up in `cache` and, when it is a PDF not there, starts
+/// extracting its text.
+fn start(
+    classifier: &LocalClassifier,
+    example: &Example,
+    limits: &Limits,
+    cache: Option<&mut FeatureCache>,
+) -> Result<Started, TrainError> {
+    let (kind, bytes) = match &example.input {
+        Input::Text(text) => ("text", text.as_bytes().to_vec()),
+        Input::Pdf(path) => (
+            "pdf",
+            std::fs::read(path).map_err(|source| TrainError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+    };
+    let key = feature_cache::key(classifier.fit_for(), kind, &bytes);
+    if let Some(kept) = cache.and_then(|c| c.get(&key)) {
+        return Ok(Started::Cached(kept));
+    }
+    Ok(match &example.input {
+        Input::Text(text) => Started::Text(key, text.clone()),
+        Input::Pdf(_) => {
+            let (limits, chars) = (limits.clone(), classifier.max_text_chars());
+            Started::Extracting(
+                key,
+                tokio::spawn(async move {
+                    extract_bounded(&limits, bytes, chars, Fallback::Ocr)
+                        .await
+                        .0
+                        .map(|x| x.text)
+                }),
+            )
+        }
+    })
+}
+
 /// What [`train`] did.
 #[derive(Debug)]
 pub struct Trained {
