@@ -64,8 +64,8 @@ pub enum TrainError {
 
 /// The model's features of each example (`None` where a PDF yields no text),
 /// from `cache` where it has them (new ones are added to it); `progress` is
-/// called after each. The next example's text is extracted (another process,
-/// or a blocking thread) while the model reads the current one.
+/// called after each. Once an example's text is in hand, the next one's is
+/// extracted (another process, or a blocking thread) while the model reads it.
 pub async fn featurize(
     classifier: &Arc<LocalClassifier>,
     examples: &[Example],
@@ -80,9 +80,6 @@ pub async fn featurize(
             Some(started) => started,
             None => start(classifier, &examples[i], limits, cache.as_deref_mut())?,
         };
-        if let Some(next) = examples.get(i + 1) {
-            ahead = Some(start(classifier, next, limits, cache.as_deref_mut())?);
-        }
         let (key, text) = match current {
             Started::Cached(kept) => {
                 out.push(Some(kept));
@@ -105,6 +102,10 @@ pub async fn featurize(
                 (key, text)
             }
         };
+        // One extraction at a time, overlapping the model's reading.
+        if let Some(next) = examples.get(i + 1) {
+            ahead = Some(start(classifier, next, limits, cache.as_deref_mut())?);
+        }
         let features = match text {
             Some(text) => {
                 let c = classifier.clone();

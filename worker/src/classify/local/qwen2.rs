@@ -403,27 +403,24 @@ impl Qwen2 {
             };
             // The queries of the rows this layer passes on: all of them, or
             // in the last layer the last one.
-            let (q, k, v, mask, cos_q, sin_q) = if i < last {
+            let (q, k, v) = if i < last {
                 let [q, k, v] = project(&h, [&layer.wq, &layer.wk, &layer.wv])?;
-                (q, k, v, mask.clone(), cos.clone(), sin.clone())
+                (q, k, v)
             } else {
                 let [k, v] = project(&h, [&layer.wk, &layer.wv])?;
-                x = x.narrow(1, n - 1, 1)?;
-                let q = layer.wq.forward(&h.narrow(1, n - 1, 1)?)?;
-                (
-                    q,
-                    k,
-                    v,
-                    mask.narrow(2, n - 1, 1)?,
-                    cos.narrow(0, n - 1, 1)?,
-                    sin.narrow(0, n - 1, 1)?,
-                )
+                (layer.wq.forward(&h.narrow(1, n - 1, 1)?)?, k, v)
             };
             let rows = q.dim(1)?;
+            let skipped = n - rows;
+            x = x.narrow(1, skipped, rows)?;
             let q = heads(q.broadcast_add(&layer.bq)?, self.n_head, rows)?;
             let k = heads(k.broadcast_add(&layer.bk)?, self.n_kv_head, n)?;
             let v = heads(v.broadcast_add(&layer.bv)?, self.n_kv_head, n)?;
-            let q = candle_nn::rotary_emb::rope(&q, &cos_q, &sin_q)?;
+            let q = candle_nn::rotary_emb::rope(
+                &q,
+                &cos.narrow(0, skipped, rows)?,
+                &sin.narrow(0, skipped, rows)?,
+            )?;
             let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
             let (k, v) = match cache.kv.get(i) {
                 Some((past_k, past_v)) => (
@@ -439,8 +436,8 @@ impl Qwen2 {
             }
             let groups = self.n_head / self.n_kv_head;
             let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?.contiguous()?);
-            let scores =
-                (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?.broadcast_add(&mask)?;
+            let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?
+                .broadcast_add(&mask.narrow(2, skipped, rows)?)?;
             let attended = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
             let attended =
                 attended
