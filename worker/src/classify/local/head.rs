@@ -144,12 +144,14 @@ pub enum HeadError {
     },
     #[error("the head {path} is format {found}; this docsort reads format {HEAD_FORMAT}")]
     Format { path: PathBuf, found: u32 },
-    #[error("the head {path} was fitted for {what} {expected}, but this classifier has {actual}: fit a head for it with `docsort-worker train`, or run with --no-head")]
+    #[error("the head {path} was fitted for {what} {expected}, but this classifier has {actual}: {remedy}")]
     Mismatch {
         path: PathBuf,
         what: &'static str,
         expected: String,
         actual: String,
+        /// What to do about it.
+        remedy: String,
     },
     #[error("the head {path} is inconsistent: {0}", path = .1.display())]
     Shape(String, PathBuf),
@@ -203,12 +205,14 @@ impl Head {
 
     /// Refuses a head fitted for another model, prompt, taxonomy or reading.
     pub fn check(&self, actual: &FitFor, path: &Path) -> Result<(), HeadError> {
+        let refit = "fit a head for it with `docsort-worker train`, or run with --no-head";
         let mismatch = |what, expected: String, actual: String| {
             Err(HeadError::Mismatch {
                 path: path.to_owned(),
                 what,
                 expected,
                 actual,
+                remedy: refit.to_owned(),
             })
         };
         let (e, a) = (&self.fit_for, actual);
@@ -234,11 +238,17 @@ impl Head {
             || e.max_text_chars != a.max_text_chars
             || first(e) != first(a)
         {
-            return mismatch(
-                "the reading (document tokens, first tokens, text characters)",
-                format!("{}, {}, {}", e.doc_tokens, first(e), e.max_text_chars),
-                format!("{}, {}, {}", a.doc_tokens, first(a), a.max_text_chars),
-            );
+            // The reading is chosen at the command line: say how to match it.
+            return Err(HeadError::Mismatch {
+                path: path.to_owned(),
+                what: "the reading (document tokens, first tokens, text characters)",
+                expected: format!("{}, {}, {}", e.doc_tokens, first(e), e.max_text_chars),
+                actual: format!("{}, {}, {}", a.doc_tokens, first(a), a.max_text_chars),
+                remedy: format!(
+                    "read as it was fitted (--local-doc-tokens {} --local-first-tokens {} --max-text-chars {}), {refit}",
+                    e.doc_tokens, e.first_tokens, e.max_text_chars
+                ),
+            });
         }
         if e.prompt_sha256 != a.prompt_sha256 {
             return mismatch(
@@ -732,11 +742,13 @@ mod tests {
             .contains("categories"));
         let mut other = h.fit_for.clone();
         other.doc_tokens = 32;
-        assert!(h
-            .check(&other, path)
-            .unwrap_err()
-            .to_string()
-            .contains("reading"));
+        let e = h.check(&other, path).unwrap_err().to_string();
+        let fitted = &h.fit_for;
+        let flags = format!(
+            "--local-doc-tokens {} --local-first-tokens {} --max-text-chars {}",
+            fitted.doc_tokens, fitted.first_tokens, fitted.max_text_chars
+        );
+        assert!(e.contains("reading") && e.contains(&flags), "{e}");
         let mut other = h.fit_for.clone();
         other.first_tokens = 64;
         assert!(h
