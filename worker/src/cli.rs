@@ -10,6 +10,7 @@ use docsort_worker::batch::staging::S3Location;
 use docsort_worker::batch::{BatchSettings, Quotas};
 use docsort_worker::classify::bedrock::{BedrockSettings, Guardrail, DEFAULT_MODEL_ID};
 use docsort_worker::classify::gate::GateConfig;
+use docsort_worker::classify::local::head::Head;
 use docsort_worker::classify::local::{self, HeadChoice, LocalSettings, Reading};
 use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
 use docsort_worker::extract::{Fallback, Isolation, Limits};
@@ -93,15 +94,16 @@ pub struct ClassifierArgs {
     /// Which classifier answers [default: bedrock for `run`, local for `classify` and `eval`].
     #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum)]
     pub classifier: Option<ClassifierArg>,
-    /// Document tokens the local model reads (fewer: faster, less accurate).
-    #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=2048))]
-    pub local_doc_tokens: u32,
+    /// Document tokens the local model reads (fewer: faster, less accurate)
+    /// [default: 256; with `--head`, the head's own].
+    #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub local_doc_tokens: Option<u32>,
     /// Document tokens the local model reads first: when its answer is confident (the
     /// head's own threshold, or `--local-confidence` zero-shot) the rest is not read.
     /// Equal to `--local-doc-tokens`: always read them all (a head then decides without
-    /// its first stage).
-    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=2048))]
-    pub local_first_tokens: u32,
+    /// its first stage) [default: 64; with `--head`, the head's own].
+    #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", value_parser = clap::value_parser!(u32).range(16..=2048))]
+    pub local_first_tokens: Option<u32>,
     /// Probability of the best category, among the categories, at which the
     /// first reading's zero-shot answer is accepted (a head carries its own
     /// threshold, chosen by `train`).
@@ -168,6 +170,33 @@ fn guardrail_version(value: &str) -> Result<String, String> {
 }
 
 impl ClassifierArgs {
+    /// The local model's reading: as the flags say; where they are silent, as
+    /// the `--head` file was fitted (so a head trained with another reading
+    /// needs no flags to be used), else the defaults. A head that cannot be
+    /// read is reported when the classifier loads it.
+    fn reading(&self) -> Reading {
+        let fitted = match (&self.head, self.no_head) {
+            (Some(file), false) => Head::read(file).ok().map(|h| h.fit_for),
+            _ => None,
+        };
+        let default = Reading::default();
+        let doc_tokens = self
+            .local_doc_tokens
+            .map(|t| t as usize)
+            .or(fitted.as_ref().map(|f| f.doc_tokens))
+            .unwrap_or(default.doc_tokens);
+        let first_tokens = self
+            .local_first_tokens
+            .map(|t| t as usize)
+            .or(fitted.as_ref().map(|f| f.first_tokens))
+            .unwrap_or(default.first_tokens);
+        Reading {
+            doc_tokens,
+            first_tokens: first_tokens.min(doc_tokens),
+            confidence: self.local_confidence,
+        }
+    }
+
     /// The settings these flags ask for; `default` when no classifier is named.
     pub fn settings(&self, default: ClassifierKind) -> ClassifierSettings {
         let kind = match self.classifier {
@@ -200,11 +229,7 @@ impl ClassifierArgs {
                     .local_model_dir
                     .clone()
                     .unwrap_or_else(local::default_model_dir),
-                reading: Reading {
-                    doc_tokens: self.local_doc_tokens as usize,
-                    first_tokens: self.local_first_tokens.min(self.local_doc_tokens) as usize,
-                    confidence: self.local_confidence,
-                },
+                reading: self.reading(),
                 head: match (&self.head, self.no_head) {
                     (_, true) => HeadChoice::None,
                     (Some(file), false) => HeadChoice::File(file.clone()),
@@ -611,7 +636,56 @@ fn confidence(s: &str) -> Result<f32, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        classifier: super::ClassifierArgs,
+    }
+
+    fn reading(args: &[&str]) -> (usize, usize) {
+        let flags =
+            Flags::try_parse_from(std::iter::once("docsort-worker").chain(args.iter().copied()))
+                .expect("flags parse");
+        let r = flags.classifier.reading();
+        (r.doc_tokens, r.first_tokens)
+    }
+
+    /// A head brings its own reading; flags given still decide (and a head
+    /// that does not fit them is then refused at load).
+    #[test]
+    fn the_reading_follows_the_flags_then_the_head_then_the_defaults() {
+        let mut head: serde_json::Value =
+            serde_json::from_str(docsort_worker::classify::local::head::DEFAULT_HEAD)
+                .expect("the shipped head parses");
+        head["fit_for"]["doc_tokens"] = 192.into();
+        head["fit_for"]["first_tokens"] = 32.into();
+        let file =
+            std::env::temp_dir().join(format!("docsort-reading-{}.json", std::process::id()));
+        std::fs::write(&file, head.to_string()).expect("write the head");
+        let f = file.to_str().expect("utf-8");
+        assert_eq!(reading(&[]), (256, 64));
+        assert_eq!(reading(&["--head", f]), (192, 32));
+        assert_eq!(
+            reading(&["--head", f, "--local-first-tokens", "64"]),
+            (192, 64)
+        );
+        assert_eq!(
+            reading(&["--head", f, "--local-doc-tokens", "48"]),
+            (48, 32)
+        );
+        assert_eq!(
+            reading(&["--head", f, "--local-doc-tokens", "24"]),
+            (24, 24)
+        );
+        assert_eq!(
+            reading(&["--no-head", "--local-first-tokens", "96"]),
+            (256, 96)
+        );
+        assert_eq!(reading(&["--head", "/nonexistent/head.json"]), (256, 64));
+        std::fs::remove_file(&file).expect("clean up");
+    }
 
     /// Every flag of every command can also be set by a DOCSORT_* variable.
     #[test]
