@@ -10,8 +10,7 @@ use docsort_worker::batch::staging::S3Location;
 use docsort_worker::batch::{BatchSettings, Quotas};
 use docsort_worker::classify::bedrock::{BedrockSettings, Guardrail, DEFAULT_MODEL_ID};
 use docsort_worker::classify::gate::GateConfig;
-use docsort_worker::classify::local::head::Head;
-use docsort_worker::classify::local::{self, HeadChoice, LocalSettings, Reading};
+use docsort_worker::classify::local::{self, HeadChoice, LocalSettings, ReadingAsked};
 use docsort_worker::classify::{ClassifierKind, ClassifierSettings};
 use docsort_worker::extract::{Fallback, Isolation, Limits};
 use docsort_worker::offline::train::CASCADE_TOLERANCE;
@@ -170,33 +169,6 @@ fn guardrail_version(value: &str) -> Result<String, String> {
 }
 
 impl ClassifierArgs {
-    /// The local model's reading: as the flags say; where they are silent, as
-    /// the `--head` file was fitted (so a head trained with another reading
-    /// needs no flags to be used), else the defaults. A head that cannot be
-    /// read is reported when the classifier loads it.
-    fn reading(&self) -> Reading {
-        let fitted = match (&self.head, self.no_head) {
-            (Some(file), false) => Head::read(file).ok().map(|h| h.fit_for),
-            _ => None,
-        };
-        let default = Reading::default();
-        let doc_tokens = self
-            .local_doc_tokens
-            .map(|t| t as usize)
-            .or(fitted.as_ref().map(|f| f.doc_tokens))
-            .unwrap_or(default.doc_tokens);
-        let first_tokens = self
-            .local_first_tokens
-            .map(|t| t as usize)
-            .or(fitted.as_ref().map(|f| f.first_tokens))
-            .unwrap_or(default.first_tokens);
-        Reading {
-            doc_tokens,
-            first_tokens: first_tokens.min(doc_tokens),
-            confidence: self.local_confidence,
-        }
-    }
-
     /// The settings these flags ask for; `default` when no classifier is named.
     pub fn settings(&self, default: ClassifierKind) -> ClassifierSettings {
         let kind = match self.classifier {
@@ -229,7 +201,11 @@ impl ClassifierArgs {
                     .local_model_dir
                     .clone()
                     .unwrap_or_else(local::default_model_dir),
-                reading: self.reading(),
+                reading: ReadingAsked {
+                    doc_tokens: self.local_doc_tokens.map(|t| t as usize),
+                    first_tokens: self.local_first_tokens.map(|t| t as usize),
+                    confidence: self.local_confidence,
+                },
                 head: match (&self.head, self.no_head) {
                     (_, true) => HeadChoice::None,
                     (Some(file), false) => HeadChoice::File(file.clone()),
@@ -636,56 +612,7 @@ fn confidence(s: &str) -> Result<f32, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory, Parser};
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        classifier: super::ClassifierArgs,
-    }
-
-    fn reading(args: &[&str]) -> (usize, usize) {
-        let flags =
-            Flags::try_parse_from(std::iter::once("docsort-worker").chain(args.iter().copied()))
-                .expect("flags parse");
-        let r = flags.classifier.reading();
-        (r.doc_tokens, r.first_tokens)
-    }
-
-    /// A head brings its own reading; flags given still decide (and a head
-    /// that does not fit them is then refused at load).
-    #[test]
-    fn the_reading_follows_the_flags_then_the_head_then_the_defaults() {
-        let mut head: serde_json::Value =
-            serde_json::from_str(docsort_worker::classify::local::head::DEFAULT_HEAD)
-                .expect("the shipped head parses");
-        head["fit_for"]["doc_tokens"] = 192.into();
-        head["fit_for"]["first_tokens"] = 32.into();
-        let file =
-            std::env::temp_dir().join(format!("docsort-reading-{}.json", std::process::id()));
-        std::fs::write(&file, head.to_string()).expect("write the head");
-        let f = file.to_str().expect("utf-8");
-        assert_eq!(reading(&[]), (256, 64));
-        assert_eq!(reading(&["--head", f]), (192, 32));
-        assert_eq!(
-            reading(&["--head", f, "--local-first-tokens", "64"]),
-            (192, 64)
-        );
-        assert_eq!(
-            reading(&["--head", f, "--local-doc-tokens", "48"]),
-            (48, 32)
-        );
-        assert_eq!(
-            reading(&["--head", f, "--local-doc-tokens", "24"]),
-            (24, 24)
-        );
-        assert_eq!(
-            reading(&["--no-head", "--local-first-tokens", "96"]),
-            (256, 96)
-        );
-        assert_eq!(reading(&["--head", "/nonexistent/head.json"]), (256, 64));
-        std::fs::remove_file(&file).expect("clean up");
-    }
+    use clap::CommandFactory;
 
     /// Every flag of every command can also be set by a DOCSORT_* variable.
     #[test]

@@ -121,7 +121,7 @@ pub struct LocalSettings {
     /// The folder holding [`MODEL_FILE`].
     pub model_dir: PathBuf,
     /// How much of each document is read.
-    pub reading: Reading,
+    pub reading: ReadingAsked,
     /// Which trained head decides, if any.
     pub head: HeadChoice,
 }
@@ -142,7 +142,7 @@ impl Default for LocalSettings {
     fn default() -> Self {
         LocalSettings {
             model_dir: default_model_dir(),
-            reading: Reading::default(),
+            reading: ReadingAsked::default(),
             head: HeadChoice::Default,
         }
     }
@@ -188,6 +188,51 @@ impl Default for Reading {
     }
 }
 
+/// The reading asked for: where it is silent, a head file's own reading (so a
+/// head trained with another reading needs nothing said to be used), else
+/// [`Reading::default`]. What is said decides, and a head that does not fit it
+/// is refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingAsked {
+    /// Document tokens read at most.
+    pub doc_tokens: Option<usize>,
+    /// Document tokens read first (at most `doc_tokens`).
+    pub first_tokens: Option<usize>,
+    /// As [`Reading::confidence`] (zero-shot; a head carries its own).
+    pub confidence: f32,
+}
+
+impl Default for ReadingAsked {
+    /// Nothing said: [`Reading::default`], or a head file's reading.
+    fn default() -> Self {
+        ReadingAsked {
+            doc_tokens: None,
+            first_tokens: None,
+            confidence: Reading::default().confidence,
+        }
+    }
+}
+
+impl ReadingAsked {
+    /// The reading: as asked, then as `fitted` (a head file's), then the defaults.
+    pub fn resolve(&self, fitted: Option<&FitFor>) -> Reading {
+        let default = Reading::default();
+        let doc_tokens = self
+            .doc_tokens
+            .or(fitted.map(|f| f.doc_tokens))
+            .unwrap_or(default.doc_tokens);
+        let first_tokens = self
+            .first_tokens
+            .or(fitted.map(|f| f.first_tokens))
+            .unwrap_or(default.first_tokens);
+        Reading {
+            doc_tokens,
+            first_tokens: first_tokens.min(doc_tokens),
+            confidence: self.confidence,
+        }
+    }
+}
+
 /// The embedded classifier. The matrix kernels use every core; calls may
 /// overlap (each has its own attention cache).
 pub struct LocalClassifier {
@@ -223,9 +268,15 @@ impl LocalClassifier {
         dir: &Path,
         prompt: Arc<Prompt>,
         max_text_chars: usize,
-        reading: Reading,
+        reading: ReadingAsked,
         head: &HeadChoice,
     ) -> Result<Self, LocalError> {
+        // A head file is read first: it brings the reading it was fitted with.
+        let file_head = match head {
+            HeadChoice::File(file) => Some((file.as_path(), Head::read(file)?)),
+            HeadChoice::Default | HeadChoice::None => None,
+        };
+        let reading = reading.resolve(file_head.as_ref().map(|(_, h)| &h.fit_for));
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
             return Err(LocalError::Missing { path });
@@ -293,14 +344,12 @@ impl LocalClassifier {
             max_text_chars,
             dim: model.hidden_size(),
         };
-        let head = match head {
-            HeadChoice::None => None,
-            HeadChoice::File(file) => {
-                let head = Head::read(file)?;
+        let head = match (file_head, head) {
+            (Some((file, head)), _) => {
                 head.check(&fit_for, file)?;
                 Some(head)
             }
-            HeadChoice::Default => {
+            (None, HeadChoice::Default) => {
                 let shipped = Path::new("<the shipped head>");
                 let head = Head::parse(head::DEFAULT_HEAD, shipped)?;
                 match head.check(&fit_for, shipped) {
@@ -311,6 +360,7 @@ impl LocalClassifier {
                     }
                 }
             }
+            (None, HeadChoice::File(_) | HeadChoice::None) => None,
         };
         // A head decides instead of the label scores: it is part of the label version.
         if let Some(head) = &head {
@@ -538,7 +588,37 @@ fn confidence(scores: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::confidence;
+    use super::{confidence, head::FitFor, ReadingAsked};
+
+    /// A head file brings its own reading; what is asked still decides (a
+    /// head that does not fit it is then refused at load).
+    #[test]
+    fn the_reading_follows_what_is_asked_then_the_head_then_the_defaults() {
+        let fitted = FitFor {
+            model_sha256: "m".into(),
+            prompt_sha256: "p".into(),
+            categories: vec!["a".into()],
+            doc_tokens: 192,
+            first_tokens: 32,
+            max_text_chars: 2000,
+            dim: 4,
+        };
+        let read = |doc: Option<usize>, first: Option<usize>, head: Option<&FitFor>| {
+            let asked = ReadingAsked {
+                doc_tokens: doc,
+                first_tokens: first,
+                ..ReadingAsked::default()
+            };
+            let r = asked.resolve(head);
+            (r.doc_tokens, r.first_tokens)
+        };
+        assert_eq!(read(None, None, None), (256, 64));
+        assert_eq!(read(None, None, Some(&fitted)), (192, 32));
+        assert_eq!(read(None, Some(64), Some(&fitted)), (192, 64));
+        assert_eq!(read(Some(48), None, Some(&fitted)), (48, 32));
+        assert_eq!(read(Some(24), None, Some(&fitted)), (24, 24));
+        assert_eq!(read(None, Some(96), None), (256, 96));
+    }
 
     #[test]
     fn confidence_is_the_best_categorys_probability() {
