@@ -533,6 +533,12 @@ pub struct TrainArgs {
     /// Cross-validation folds.
     #[arg(long, env = "DOCSORT_TRAIN_FOLDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=50))]
     pub folds: u32,
+    /// Repeat the cross-validation over this many deals of the sources to the folds and
+    /// report the spread of its accuracy: with few sources, one split's figure owes much to
+    /// which sources happened to land together. The first deal still chooses the head's
+    /// settings, so the head is the same; each more deal costs one more cross-validation.
+    #[arg(long, env = "DOCSORT_TRAIN_DEALS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub deals: u32,
     /// Manifest column that groups the folds, so no source is in both training and test
     /// [default: `source_repo` when the manifest has it].
     #[arg(long, env = "DOCSORT_TRAIN_GROUP_BY")]

@@ -199,13 +199,24 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
     );
 
     // The same data gives the same head, byte for byte: read again (and kept
-    // in a feature cache), then from that cache alone.
+    // in a feature cache), then from that cache alone, there with the
+    // cross-validation repeated over other deals of the examples to the folds
+    // (which reports a spread and leaves the head as it is).
     let cache = dir.join("features.jsonl");
-    for (run_no, expected_hits) in [(1, 0), (2, 16)] {
+    let c = cache.to_str().expect("utf-8");
+    for (run_no, expected_hits, extra) in [
+        (1, 0, vec!["--cache", c]),
+        (2, 16, vec!["--cache", c, "--deals", "3"]),
+    ] {
         let again = dir.join(format!("again-{run_no}.json"));
-        let report = train(&again, &["--cache", cache.to_str().expect("utf-8")]);
+        let report = train(&again, &extra);
         assert!(
             report.contains(&format!("({expected_hits} from the cache)")),
+            "{report}"
+        );
+        assert_eq!(
+            report.contains("over 3 deals of the sources to the folds"),
+            extra.contains(&"--deals"),
             "{report}"
         );
         assert_eq!(std::fs::read(&again).expect("again"), written.as_bytes());

@@ -6,7 +6,9 @@ use anyhow::Context;
 use docsort_worker::classify::local::HeadChoice;
 use docsort_worker::classify::{Classifier, ClassifierKind};
 use docsort_worker::offline::feature_cache::FeatureCache;
-use docsort_worker::offline::train::{read_examples, train as fit_head, Grid};
+use docsort_worker::offline::train::{
+    read_examples, train as fit_head, CrossValidation, Grid, Split,
+};
 
 use super::classify::offline_classifier;
 use super::progress;
@@ -53,16 +55,24 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     let mut cache = args.cache.as_deref().map(FeatureCache::open).transpose()?;
     let total = set.examples.len();
     let started = std::time::Instant::now();
+    let mut read_in = None;
+    let split = Split {
+        folds: args.folds as usize,
+        deals: args.deals as usize,
+    };
     let trained = fit_head(
         &classifier,
         &set,
         &limits,
-        args.folds as usize,
+        split,
         &grid,
         cache.as_mut(),
         || {
             bar.inc(1);
             let done = bar.position();
+            if done as usize == total {
+                read_in = Some(started.elapsed());
+            }
             if bar.is_hidden() && (done % 10 == 0 || done as usize == total) {
                 tracing::info!(
                     done,
@@ -75,9 +85,11 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     )
     .await?;
     bar.finish_and_clear();
+    let read_in = read_in.unwrap_or_else(|| started.elapsed());
     println!(
-        "examples read in {:.0} s{}",
-        started.elapsed().as_secs_f64(),
+        "examples read in {:.0} s, cross-validated and fitted in {:.0} s{}",
+        read_in.as_secs_f64(),
+        (started.elapsed() - read_in).as_secs_f64(),
         cache
             .as_ref()
             .map(|c| format!(" ({} from the cache)", c.hits))
@@ -104,6 +116,38 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
         fit_for.first_tokens,
         cv.first.accuracy()
     );
+    if trained.other_deals.is_empty() {
+        println!(
+            "  (one deal of the sources to the folds; --deals 10 repeats it over others and \
+             shows how much the figures owe to the split)"
+        );
+    } else {
+        let all: Vec<&CrossValidation> = std::iter::once(cv).chain(&trained.other_deals).collect();
+        // Mean, least and most of `f` over the deals, as "mean A, from B to C".
+        let spread = |f: fn(&CrossValidation) -> f64, scale: f64, decimals: usize| {
+            let v: Vec<f64> = all.iter().map(|c| f(c) * scale).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let each: Vec<String> = v.iter().map(|x| format!("{x:.decimals$}")).collect();
+            format!(
+                "mean {mean:.decimals$}, from {lo:.decimals$} to {hi:.decimals$} (by deal: {})",
+                each.join(" ")
+            )
+        };
+        println!(
+            "\nover {} deals of the sources to the folds (the first as above), accuracy by \
+             reading:\n  the cascade: {}\n    stopped early, %: {}\n  always {} tokens: {}\n  \
+             always the first {} tokens: {}",
+            all.len(),
+            spread(|c| c.cascade.accuracy(), 1.0, 3),
+            spread(|c| c.stopped_early, 100.0, 0),
+            fit_for.doc_tokens,
+            spread(|c| c.full.accuracy(), 1.0, 3),
+            fit_for.first_tokens,
+            spread(|c| c.first.accuracy(), 1.0, 3),
+        );
+    }
     println!("\n{}", cv.cascade);
     println!(
         "\nthe head: L2 {}; {}",

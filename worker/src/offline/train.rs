@@ -23,7 +23,9 @@ use crate::offline::feature_cache::{self, FeatureCache};
 pub mod cv;
 pub mod examples;
 
-pub use cv::{choose, cross_validate, folds, Choice, CrossValidation, Grid, CASCADE_TOLERANCE};
+pub use cv::{
+    choose, cross_validate, folds, Choice, CrossValidation, Grid, Split, CASCADE_TOLERANCE,
+};
 pub use examples::{check_counts, read_examples, Example, ExampleSet, Input};
 
 /// Fewest examples of a category a head learns it from.
@@ -186,20 +188,22 @@ fn start(
 pub struct Trained {
     /// The head fitted on every usable example.
     pub head: Head,
-    /// Its cross-validation.
+    /// Its cross-validation (the sources dealt to folds as deal 0).
     pub cv: CrossValidation,
+    /// The same cross-validation over the other deals asked for (1, 2, ...).
+    pub other_deals: Vec<CrossValidation>,
     /// Examples without text (not used).
     pub unusable: Vec<String>,
 }
 
 /// Fits the head of `classifier`'s model, prompt and reading on `set`,
-/// reporting nested `folds_k`-fold cross-validation first; features come from
-/// `cache` where it has them.
+/// reporting nested cross-validation first, as `split` asks; features come
+/// from `cache` where it has them.
 pub async fn train(
     classifier: &Arc<LocalClassifier>,
     set: &ExampleSet,
     limits: &Limits,
-    folds_k: usize,
+    split: Split,
     grid: &Grid,
     cache: Option<&mut FeatureCache>,
     progress: impl FnMut(),
@@ -236,11 +240,17 @@ pub async fn train(
     check_counts(&categories, &ys)?;
     let groups: Vec<Option<String>> = used.iter().map(|e| e.group.clone()).collect();
     let grouped = groups.iter().any(Option::is_some);
-    let fold_of = folds(&groups, folds_k);
+    let fold_of = folds(&groups, split.folds, 0);
     let ids: Vec<String> = used.iter().map(|e| e.id.clone()).collect();
     let fit_for = classifier.fit_for().clone();
     let cascade = fit_for.first_tokens < fit_for.doc_tokens;
     let cv = cross_validate(&xs, &ys, &ids, &fold_of, &categories, grid, cascade);
+    let other_deals = (1..split.deals.max(1) as u64)
+        .map(|deal| {
+            let fold_of = folds(&groups, split.folds, deal);
+            cross_validate(&xs, &ys, &ids, &fold_of, &categories, grid, cascade)
+        })
+        .collect();
     let everything: Vec<usize> = (0..xs.len()).collect();
     let choice = choose(
         &xs,
@@ -307,5 +317,10 @@ pub async fn train(
             provenance,
         },
     };
-    Ok(Trained { head, cv, unusable })
+    Ok(Trained {
+        head,
+        cv,
+        other_deals,
+        unusable,
+    })
 }

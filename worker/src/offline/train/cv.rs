@@ -5,29 +5,43 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use crate::classify::local::head::{argmax, fit, probabilities, FitSettings};
 use crate::classify::local::Features;
 use crate::offline::eval::EvalReport;
 
 /// Fold of each example: whole groups to the fold with the fewest examples
-/// so far (largest groups first), or round-robin without groups.
-pub fn folds(groups: &[Option<String>], k: usize) -> Vec<usize> {
+/// so far (largest groups first), or round-robin without groups. `deal` 0
+/// takes groups of equal size in name order; another deal takes them in an
+/// order of its own (fixed by the number), so repeating the cross-validation
+/// over several deals shows how much its figure owes to one arbitrary split.
+pub fn folds(groups: &[Option<String>], k: usize, deal: u64) -> Vec<usize> {
     let k = k.max(2);
-    if groups.iter().all(Option::is_none) {
+    if deal == 0 && groups.iter().all(Option::is_none) {
         return (0..groups.len()).map(|i| i % k).collect();
     }
+    // An example without a group is its own group.
+    let name = |i: usize, g: &Option<String>| g.clone().unwrap_or_else(|| format!("#{i}"));
     let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
     for (i, g) in groups.iter().enumerate() {
-        // An example without a group is its own group.
-        let g = g.clone().unwrap_or_else(|| format!("#{i}"));
-        *sizes.entry(g).or_default() += 1;
+        *sizes.entry(name(i, g)).or_default() += 1;
     }
-    let mut order: Vec<(&String, &usize)> = sizes.iter().collect();
-    order.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let tie = |g: &str| -> Vec<u8> {
+        if deal == 0 {
+            return g.as_bytes().to_vec();
+        }
+        let mut h = Sha256::new();
+        h.update(deal.to_le_bytes());
+        h.update(g.as_bytes());
+        h.finalize().to_vec()
+    };
+    let mut order: Vec<(&String, usize, Vec<u8>)> =
+        sizes.iter().map(|(g, &n)| (g, n, tie(g))).collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.2.cmp(&b.2)));
     let mut load = vec![0usize; k];
     let mut fold_of: BTreeMap<&String, usize> = BTreeMap::new();
-    for (g, n) in order {
+    for (g, n, _) in order {
         let f = (0..k).min_by_key(|&f| (load[f], f)).unwrap_or(0);
         load[f] += n;
         fold_of.insert(g, f);
@@ -35,11 +49,18 @@ pub fn folds(groups: &[Option<String>], k: usize) -> Vec<usize> {
     groups
         .iter()
         .enumerate()
-        .map(|(i, g)| {
-            let g = g.clone().unwrap_or_else(|| format!("#{i}"));
-            fold_of.get(&g).copied().unwrap_or(0)
-        })
+        .map(|(i, g)| fold_of.get(&name(i, g)).copied().unwrap_or(0))
         .collect()
+}
+
+/// How the examples are split for cross-validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Folds.
+    pub folds: usize,
+    /// Deals of the sources to folds ([`folds`]) the cross-validation is
+    /// repeated over: 1 is deal 0 alone, which also chooses the head's settings.
+    pub deals: usize,
 }
 
 /// The default [`Grid::tolerance`]: one point of accuracy.
@@ -328,14 +349,45 @@ mod tests {
             .iter()
             .map(|g| Some((*g).to_owned()))
             .collect();
-        let f = folds(&groups, 2);
+        let f = folds(&groups, 2, 0);
         assert_eq!(f[0], f[1]);
         assert_eq!(f[1], f[2]);
         assert_eq!(f[3], f[4]);
         assert_eq!(f[6], f[7]);
         let in_first = f.iter().filter(|&&x| x == f[0]).count();
         assert_eq!(in_first, 4, "{f:?}");
-        assert_eq!(folds(&[None, None, None], 2), [0, 1, 0]);
+        assert_eq!(folds(&[None, None, None], 2, 0), [0, 1, 0]);
+    }
+
+    /// Other deals split the groups otherwise, each the same every time, and
+    /// still keep a group together and the folds' sizes balanced.
+    #[test]
+    fn other_deals_split_the_groups_otherwise() {
+        let groups: Vec<Option<String>> = (0..40)
+            .map(|i| Some(format!("g{}", i / 2)))
+            .chain((0..6).map(|_| None))
+            .collect();
+        let first = folds(&groups, 5, 0);
+        let dealt: Vec<Vec<usize>> = (1..=3).map(|d| folds(&groups, 5, d)).collect();
+        for (d, f) in (1..=3).zip(&dealt) {
+            assert_eq!(*f, folds(&groups, 5, d), "deal {d} is not fixed");
+            assert_ne!(*f, first, "deal {d} splits as deal 0 does");
+            for pair in f[..40].chunks(2) {
+                assert_eq!(pair[0], pair[1], "deal {d} split a group: {f:?}");
+            }
+            let mut sizes = [0usize; 5];
+            for &x in f {
+                sizes[x] += 1;
+            }
+            assert!(
+                sizes.iter().all(|&n| (9..=10).contains(&n)),
+                "deal {d}: {sizes:?}"
+            );
+        }
+        assert_ne!(dealt[0], dealt[1]);
+        // Without groups, a deal is a shuffled round-robin.
+        let alone = folds(&[None, None, None, None], 2, 7);
+        assert_eq!(alone.iter().filter(|&&x| x == 0).count(), 2, "{alone:?}");
     }
 
     /// Three separable clusters; the first-stage features are `first(i, x)`.
@@ -362,7 +414,7 @@ mod tests {
             l2: vec![0.1, 1.0],
             ..Grid::default()
         };
-        let fold_of = folds(&vec![None; 30], 5);
+        let fold_of = folds(&vec![None; 30], 5, 0);
         let all: Vec<usize> = (0..30).collect();
         // The first tokens tell as much as the whole reading: stop there.
         let (xs, ys) = clusters(|_, x| x.to_vec());
@@ -402,7 +454,7 @@ mod tests {
             wrong[(i % 3 + 1) % 3] = 6.0;
             wrong
         });
-        let fold_of = folds(&vec![None; 30], 5);
+        let fold_of = folds(&vec![None; 30], 5, 0);
         let all: Vec<usize> = (0..30).collect();
         let grid = |tolerance| Grid {
             l2: vec![0.1, 1.0],
