@@ -93,14 +93,15 @@ pub struct ClassifierArgs {
     /// Which classifier answers [default: bedrock for `run`, local for `classify` and `eval`].
     #[arg(long, env = "DOCSORT_CLASSIFIER", value_enum)]
     pub classifier: Option<ClassifierArg>,
-    /// Document tokens the local model reads (fewer: faster, less accurate)
-    /// [default: 256; with `--head`, the head's own].
+    /// Document tokens the local model reads at most [default: a head's own reading (the
+    /// shipped head's: 192); 256 zero-shot; `train` fits for the shipped head's reading].
     #[arg(long, env = "DOCSORT_LOCAL_DOC_TOKENS", value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_doc_tokens: Option<u32>,
     /// Document tokens the local model reads first: when its answer is confident (the
     /// head's own threshold, or `--local-confidence` zero-shot) the rest is not read.
     /// Equal to `--local-doc-tokens`: always read them all (a head then decides without
-    /// its first stage) [default: 64; with `--head`, the head's own].
+    /// its first stage) [default: a head's own reading (the shipped head's: 96); 64
+    /// zero-shot; `train` fits for the shipped head's reading].
     #[arg(long, env = "DOCSORT_LOCAL_FIRST_TOKENS", value_parser = clap::value_parser!(u32).range(16..=2048))]
     pub local_first_tokens: Option<u32>,
     /// Probability of the best category, among the categories, at which the

@@ -20,8 +20,10 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
         settings.kind == ClassifierKind::Local,
         "a head is fitted for the local model: drop --classifier bedrock"
     );
-    // Features do not depend on a head; load none.
+    // Features do not depend on a head; load none. Unless told otherwise,
+    // the head reads as the shipped one does.
     settings.local.head = HeadChoice::None;
+    settings.local.reading = settings.local.reading.or_shipped()?;
     let Classifier::Local(classifier) = offline_classifier(&settings).await? else {
         anyhow::bail!("a head is fitted for the local model");
     };

