@@ -25,6 +25,9 @@ pub const FEATURE: &str = "final RMS-normed hidden state of the last prompt toke
 /// The head shipped for the default taxonomy (`scripts/fit-default-head`).
 pub const DEFAULT_HEAD: &str = include_str!("default-head.json");
 
+/// How messages name the shipped head.
+pub const SHIPPED: &str = "<the shipped head>";
+
 /// A trained head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Head {
@@ -165,6 +168,11 @@ impl Head {
             source,
         })?;
         Head::parse(&text, path)
+    }
+
+    /// The shipped head ([`DEFAULT_HEAD`]), named [`SHIPPED`] in messages.
+    pub fn shipped() -> Result<Head, HeadError> {
+        Head::parse(DEFAULT_HEAD, Path::new(SHIPPED))
     }
 
     /// Parses a head (`path` names it in errors).

@@ -219,7 +219,7 @@ impl ReadingAsked {
     /// What is unset takes the shipped head's reading (for fitting heads
     /// that read as it does).
     pub fn or_shipped(self) -> Result<Self, LocalError> {
-        let shipped = Head::parse(head::DEFAULT_HEAD, Path::new("<the shipped head>"))?.fit_for;
+        let shipped = Head::shipped()?.fit_for;
         Ok(ReadingAsked {
             doc_tokens: self.doc_tokens.or(Some(shipped.doc_tokens)),
             first_tokens: self.first_tokens.or(Some(shipped.first_tokens)),
@@ -285,10 +285,9 @@ impl LocalClassifier {
         head: &HeadChoice,
     ) -> Result<Self, LocalError> {
         // The head is read first: it brings the reading it was fitted with.
-        let shipped = Path::new("<the shipped head>");
         let wanted = match head {
             HeadChoice::File(file) => Some((file.as_path(), Head::read(file)?)),
-            HeadChoice::Default => Some((shipped, Head::parse(head::DEFAULT_HEAD, shipped)?)),
+            HeadChoice::Default => Some((Path::new(head::SHIPPED), Head::shipped()?)),
             HeadChoice::None => None,
         };
         let asked = reading;
@@ -638,7 +637,7 @@ mod tests {
     /// `train` fits for the shipped head's reading unless told otherwise.
     #[test]
     fn unset_reading_takes_the_shipped_heads() {
-        let shipped = super::Head::parse(super::head::DEFAULT_HEAD, std::path::Path::new("s"))
+        let shipped = super::Head::shipped()
             .expect("the shipped head parses")
             .fit_for;
         let r = ReadingAsked::default().or_shipped().expect("shipped");
