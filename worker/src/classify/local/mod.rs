@@ -219,25 +219,24 @@ impl ReadingAsked {
     /// What is unset takes the shipped head's reading (for fitting heads
     /// that read as it does).
     pub fn or_shipped(self) -> Result<Self, LocalError> {
-        let shipped = Head::shipped()?.fit_for;
-        Ok(ReadingAsked {
-            doc_tokens: self.doc_tokens.or(Some(shipped.doc_tokens)),
-            first_tokens: self.first_tokens.or(Some(shipped.first_tokens)),
+        Ok(self.or_fitted(&Head::shipped()?.fit_for))
+    }
+
+    /// What is unset takes the reading a head was `fitted` with.
+    fn or_fitted(self, fitted: &FitFor) -> Self {
+        ReadingAsked {
+            doc_tokens: self.doc_tokens.or(Some(fitted.doc_tokens)),
+            first_tokens: self.first_tokens.or(Some(fitted.first_tokens)),
             ..self
-        })
+        }
     }
 
     /// The reading: as asked, then as `fitted` (a head file's), then the defaults.
     pub fn resolve(&self, fitted: Option<&FitFor>) -> Reading {
+        let asked = fitted.map_or(*self, |f| self.or_fitted(f));
         let default = Reading::default();
-        let doc_tokens = self
-            .doc_tokens
-            .or(fitted.map(|f| f.doc_tokens))
-            .unwrap_or(default.doc_tokens);
-        let first_tokens = self
-            .first_tokens
-            .or(fitted.map(|f| f.first_tokens))
-            .unwrap_or(default.first_tokens);
+        let doc_tokens = asked.doc_tokens.unwrap_or(default.doc_tokens);
+        let first_tokens = asked.first_tokens.unwrap_or(default.first_tokens);
         Reading {
             doc_tokens,
             first_tokens: first_tokens.min(doc_tokens),
