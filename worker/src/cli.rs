@@ -554,8 +554,8 @@ pub struct TrainArgs {
     pub l2: Vec<f64>,
     /// Cross-validated accuracy the reading cascade may give up for speed: a first stage
     /// (stop after the first tokens when confident) is kept only if the cascade stays
-    /// within this much of always reading on (0.01: one point). 0 stops early only where
-    /// it costs nothing, and so stops less often.
+    /// within this much of always reading on (0.01: one point). The default, 0, stops early
+    /// only where it costs nothing; a larger value stops more often, for speed.
     #[arg(long, env = "DOCSORT_TRAIN_CASCADE_TOLERANCE", default_value_t = CASCADE_TOLERANCE, value_parser = tolerance)]
     pub cascade_tolerance: f64,
     /// Keep the model's features of each example in this file (JSON lines), and reuse them:

@@ -164,7 +164,8 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
                 format!("always reads {} tokens", fit_for.doc_tokens)
             }
             None => format!(
-                "always reads {} tokens (no first stage kept the accuracy within {} of it)",
+                "always reads {} tokens (no first stage stopped early within {} of its \
+                 accuracy; a larger --cascade-tolerance trades accuracy for speed)",
                 fit_for.doc_tokens, args.cascade_tolerance
             ),
         }

@@ -63,8 +63,11 @@ pub struct Split {
     pub deals: usize,
 }
 
-/// The default [`Grid::tolerance`]: one point of accuracy.
-pub const CASCADE_TOLERANCE: f64 = 0.01;
+/// The default [`Grid::tolerance`]: none. A first stage is kept only where
+/// the inner cross-validation says stopping early costs nothing, because that
+/// estimate flatters the cascade: on the shipped head's 148 PDFs, allowing one
+/// point lost 1.9 on average over ten deals of the sources to folds.
+pub const CASCADE_TOLERANCE: f64 = 0.0;
 
 /// What cross-validation chooses among.
 #[derive(Debug, Clone, PartialEq)]
