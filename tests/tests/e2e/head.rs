@@ -113,8 +113,14 @@ fn write_set(dir: &Path, first: usize, per: usize) -> Vec<(PathBuf, &'static str
 }
 
 fn run(args: &[&str]) -> String {
+    run_with(args, &[])
+}
+
+/// [`run`] with these environment variables set.
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(worker_exe())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("DOCSORT_CLASSIFIER")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
@@ -161,7 +167,7 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
     let head = dir.join("head.json");
 
     let examples = dir.join("train");
-    let train = |out: &Path, extra: &[&str]| {
+    let train_with = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
         let mut args = vec![
             "train",
             examples.to_str().expect("utf-8"),
@@ -173,8 +179,9 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
             out.to_str().expect("utf-8"),
         ];
         args.extend_from_slice(extra);
-        run(&args)
+        run_with(&args, env)
     };
+    let train = |out: &Path, extra: &[&str]| train_with(out, extra, &[]);
     let report = train(&head, &[]);
     assert!(
         report.contains("3-fold nested cross-validation"),
@@ -199,17 +206,22 @@ fn a_head_trained_on_a_custom_taxonomy_beats_zero_shot_on_unseen_documents() {
     );
 
     // The same data gives the same head, byte for byte: read again (and kept
-    // in a feature cache), then from that cache alone, there with the
-    // cross-validation repeated over other deals of the examples to the folds
-    // (which reports a spread and leaves the head as it is).
+    // in a feature cache), there one document at a time with the matrix
+    // kernels on two threads (as `classify` reads) instead of one document
+    // per core; then from that cache alone, there with the cross-validation
+    // repeated over other deals of the examples to the folds (which reports
+    // a spread and leaves the head as it is).
     let cache = dir.join("features.jsonl");
     let c = cache.to_str().expect("utf-8");
-    for (run_no, expected_hits, extra) in [
-        (1, 0, vec!["--cache", c]),
-        (2, 16, vec!["--cache", c, "--deals", "3"]),
+    for (run_no, expected_hits, extra, env) in [
+        (1, 0, vec!["--cache", c], vec![("CANDLE_NUM_THREADS", "2")]),
+        (2, 16, vec!["--cache", c, "--deals", "3"], vec![]),
     ] {
         let again = dir.join(format!("again-{run_no}.json"));
-        let report = train(&again, &extra);
+        let report = train_with(&again, &extra, &env);
+        if !env.is_empty() {
+            assert!(report.contains("(1 at a time)"), "{report}");
+        }
         assert!(
             report.contains(&format!("({expected_hits} from the cache)")),
             "{report}"

@@ -7,14 +7,15 @@ use docsort_worker::classify::local::HeadChoice;
 use docsort_worker::classify::{Classifier, ClassifierKind};
 use docsort_worker::offline::feature_cache::FeatureCache;
 use docsort_worker::offline::train::{
-    read_examples, train as fit_head, CrossValidation, Grid, Split,
+    read_examples, train as fit_head, CrossValidation, Grid, Reading, Split,
 };
 
 use super::classify::offline_classifier;
 use super::progress;
 use crate::cli::TrainArgs;
 
-pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
+/// Fits a head as `args` say, reading `readers` examples at once.
+pub async fn train(args: TrainArgs, readers: usize) -> anyhow::Result<()> {
     let mut settings = args.classifier.settings(ClassifierKind::Local);
     anyhow::ensure!(
         settings.kind == ClassifierKind::Local,
@@ -65,10 +66,13 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     let trained = fit_head(
         &classifier,
         &set,
-        &limits,
+        Reading {
+            limits: &limits,
+            readers,
+            cache: cache.as_mut(),
+        },
         split,
         &grid,
-        cache.as_mut(),
         || {
             bar.inc(1);
             let done = bar.position();
@@ -89,7 +93,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let read_in = read_in.unwrap_or_else(|| started.elapsed());
     println!(
-        "examples read in {:.0} s, cross-validated and fitted in {:.0} s{}",
+        "examples read in {:.0} s ({readers} at a time), cross-validated and fitted in {:.0} s{}",
         read_in.as_secs_f64(),
         (started.elapsed() - read_in).as_secs_f64(),
         cache

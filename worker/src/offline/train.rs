@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use crate::classify::local::head::{fit, Head, Provenance, Stage, Training, FEATURE, HEAD_FORMAT};
 use crate::classify::local::{Features, LocalClassifier, LocalError};
-use crate::extract::{extract_bounded, ExtractError, Fallback, Limits};
+use crate::extract::{extract_bounded, Fallback, Limits};
 use crate::offline::eval::EvalError;
 use crate::offline::feature_cache::{self, FeatureCache};
 
@@ -64,123 +66,110 @@ pub enum TrainError {
     Local(#[from] LocalError),
 }
 
+/// How [`train`] reads its examples.
+pub struct Reading<'a> {
+    /// Per-document limits of extraction.
+    pub limits: &'a Limits,
+    /// Examples read at once (each on its own blocking thread; see
+    /// [`crate::classify::local::one_document_per_core`]).
+    pub readers: usize,
+    /// Features kept from earlier runs, and where new ones go.
+    pub cache: Option<&'a mut FeatureCache>,
+}
+
 /// The model's features of each example (`None` where a PDF yields no text),
-/// from `cache` where it has them (new ones are added to it); `progress` is
-/// called after each. Once an example's text is in hand, the next one's is
-/// extracted (another process, or a blocking thread) while the model reads it.
+/// from the cache where it has them (new ones are added to it as they come);
+/// `progress` is called after each, in order. Up to `readers` examples are
+/// read by the model at once, and one more has its text extracted meanwhile.
 pub async fn featurize(
     classifier: &Arc<LocalClassifier>,
     examples: &[Example],
-    limits: &Limits,
-    mut cache: Option<&mut FeatureCache>,
+    reading: Reading<'_>,
     mut progress: impl FnMut(),
 ) -> Result<Vec<Option<Features>>, TrainError> {
+    let Reading {
+        limits,
+        readers,
+        mut cache,
+    } = reading;
+    // What the cache has; the key of each example it lacks.
+    let mut kept = Vec::with_capacity(examples.len());
+    for example in examples {
+        let key = feature_cache::key(classifier.fit_for(), example.kind(), &example.bytes()?);
+        kept.push(match cache.as_deref_mut().and_then(|c| c.get(&key)) {
+            Some(features) => Ok(features),
+            None => Err(key),
+        });
+    }
+    let readers = readers.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(readers));
+    let unread: Vec<&Example> = examples
+        .iter()
+        .zip(&kept)
+        .filter_map(|(example, k)| k.is_err().then_some(example))
+        .collect();
+    let mut read = futures::stream::iter(
+        unread
+            .into_iter()
+            .map(|example| read_one(classifier.clone(), example, limits, permits.clone())),
+    )
+    .buffered(readers + 1);
     let mut out = Vec::with_capacity(examples.len());
-    let mut ahead = None;
-    for i in 0..examples.len() {
-        let current = match ahead.take() {
-            Some(started) => started,
-            None => start(classifier, &examples[i], limits, cache.as_deref_mut())?,
-        };
-        let (key, text) = match current {
-            Started::Cached(kept) => {
-                out.push(Some(kept));
-                progress();
-                continue;
-            }
-            Started::Text(key, text) => (key, Some(text)),
-            Started::Extracting(key, task) => {
-                let text = match task.await {
-                    Ok(Ok(text)) => Some(text),
-                    Ok(Err(e)) => {
-                        tracing::info!(id = %examples[i].id, reason = %e.reason(), "no text: not used");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::info!(id = %examples[i].id, error = %e, "the extraction task failed: not used");
-                        None
-                    }
-                };
-                (key, text)
+    for k in kept {
+        let features = match k {
+            Ok(features) => Some(features),
+            Err(key) => {
+                let features = read.next().await.ok_or_else(|| {
+                    LocalError::from(candle_core::Error::Msg(
+                        "an example was not read".to_owned(),
+                    ))
+                })??;
+                if let (Some(cache), Some(features)) = (cache.as_deref_mut(), &features) {
+                    cache.put(key, features)?;
+                }
+                features
             }
         };
-        // One extraction at a time, overlapping the model's reading.
-        if let Some(next) = examples.get(i + 1) {
-            ahead = Some(start(classifier, next, limits, cache.as_deref_mut())?);
-        }
-        let features = match text {
-            Some(text) => {
-                let c = classifier.clone();
-                let features = tokio::task::spawn_blocking(move || c.features(&text))
-                    .await
-                    .map_err(|e| {
-                        LocalError::from(candle_core::Error::Msg(format!(
-                            "the feature task failed: {e}"
-                        )))
-                    })??;
-                Some(features)
-            }
-            None => None,
-        };
-        if let (Some(cache), Some(features)) = (cache.as_deref_mut(), &features) {
-            cache.put(key, features)?;
-        }
         out.push(features);
         progress();
     }
     Ok(out)
 }
 
-/// An example on its way to features.
-enum Started {
-    /// The cache had them.
-    Cached(Features),
-    /// A labeled text, under its cache key.
-    Text(String, String),
-    /// A PDF whose text is being extracted, under its cache key.
-    Extracting(
-        String,
-        tokio::task::JoinHandle<Result<String, ExtractError>>,
-    ),
-}
-
-/// Looks `example` up in `cache` and, when it is a PDF not there, starts
-/// extracting its text.
-fn start(
-    classifier: &LocalClassifier,
+/// One example's features: its text (extracted from a PDF, with OCR where
+/// needed; `None` when there is none), then the model's reading of it once a
+/// reader is free.
+async fn read_one(
+    classifier: Arc<LocalClassifier>,
     example: &Example,
     limits: &Limits,
-    cache: Option<&mut FeatureCache>,
-) -> Result<Started, TrainError> {
-    let (kind, bytes) = match &example.input {
-        Input::Text(text) => ("text", text.as_bytes().to_vec()),
-        Input::Pdf(path) => (
-            "pdf",
-            std::fs::read(path).map_err(|source| TrainError::Read {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-    };
-    let key = feature_cache::key(classifier.fit_for(), kind, &bytes);
-    if let Some(kept) = cache.and_then(|c| c.get(&key)) {
-        return Ok(Started::Cached(kept));
-    }
-    Ok(match &example.input {
-        Input::Text(text) => Started::Text(key, text.clone()),
+    permits: Arc<tokio::sync::Semaphore>,
+) -> Result<Option<Features>, TrainError> {
+    let text = match &example.input {
+        Input::Text(text) => text.clone(),
         Input::Pdf(_) => {
-            let (limits, chars) = (limits.clone(), classifier.max_text_chars());
-            Started::Extracting(
-                key,
-                tokio::spawn(async move {
-                    extract_bounded(&limits, bytes, chars, Fallback::Ocr)
-                        .await
-                        .0
-                        .map(|x| x.text)
-                }),
-            )
+            let bytes = example.bytes()?;
+            match extract_bounded(limits, bytes, classifier.max_text_chars(), Fallback::Ocr)
+                .await
+                .0
+            {
+                Ok(extracted) => extracted.text,
+                Err(e) => {
+                    tracing::info!(id = %example.id, reason = %e.reason(), "no text: not used");
+                    return Ok(None);
+                }
+            }
         }
-    })
+    };
+    let failed = |e: String| LocalError::from(candle_core::Error::Msg(e));
+    let _permit = permits
+        .acquire_owned()
+        .await
+        .map_err(|e| failed(format!("no reader: {e}")))?;
+    let features = tokio::task::spawn_blocking(move || classifier.features(&text))
+        .await
+        .map_err(|e| failed(format!("the feature task failed: {e}")))??;
+    Ok(Some(features))
 }
 
 /// What [`train`] did.
@@ -197,15 +186,14 @@ pub struct Trained {
 }
 
 /// Fits the head of `classifier`'s model, prompt and reading on `set`,
-/// reporting nested cross-validation first, as `split` asks; features come
-/// from `cache` where it has them.
+/// reporting nested cross-validation first, as `split` asks; examples are
+/// read as `reading` says.
 pub async fn train(
     classifier: &Arc<LocalClassifier>,
     set: &ExampleSet,
-    limits: &Limits,
+    reading: Reading<'_>,
     split: Split,
     grid: &Grid,
-    cache: Option<&mut FeatureCache>,
     progress: impl FnMut(),
 ) -> Result<Trained, TrainError> {
     let categories = classifier.fit_for().categories.clone();
@@ -223,7 +211,7 @@ pub async fn train(
     // Refuse before the slow part, then again on what has text.
     let all: Vec<&Example> = set.examples.iter().collect();
     check_counts(&categories, &labels_of(&all))?;
-    let features = featurize(classifier, &set.examples, limits, cache, progress).await?;
+    let features = featurize(classifier, &set.examples, reading, progress).await?;
     let mut used = Vec::new();
     let mut xs: Vec<Features> = Vec::new();
     let mut unusable = Vec::new();

@@ -25,6 +25,27 @@ pub struct Example {
     pub input: Input,
 }
 
+impl Example {
+    /// What the input is, for the feature cache's key: `pdf` or `text`.
+    pub fn kind(&self) -> &'static str {
+        match self.input {
+            Input::Pdf(_) => "pdf",
+            Input::Text(_) => "text",
+        }
+    }
+
+    /// The input's bytes: the PDF file's, or the text's.
+    pub fn bytes(&self) -> Result<Vec<u8>, TrainError> {
+        match &self.input {
+            Input::Pdf(path) => std::fs::read(path).map_err(|source| TrainError::Read {
+                path: path.clone(),
+                source,
+            }),
+            Input::Text(text) => Ok(text.as_bytes().to_vec()),
+        }
+    }
+}
+
 /// What an example gives the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
