@@ -50,6 +50,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Fit a head for the local model on labeled examples (folders of PDFs per category, a
     /// manifest TSV, or a labeled JSONL): k-fold cross-validation, then the head file.
+    /// Reads one example per core (at most 4), the model's kernels on one thread each,
+    /// unless CANDLE_NUM_THREADS is set.
     Train(TrainArgs),
     /// Write sample PDFs of each default category into a folder (for the quickstart).
     Samples(SamplesArgs),
