@@ -269,8 +269,9 @@ pub fn one_document_per_core() -> usize {
         .min(MAX_READERS)
 }
 
-/// The embedded classifier. The matrix kernels use every core; calls may
-/// overlap (each has its own attention cache).
+/// The embedded classifier. The matrix kernels use every core (one, after
+/// [`one_document_per_core`]); calls may overlap (each has its own attention
+/// cache).
 pub struct LocalClassifier {
     model_id: String,
     version: String,
