@@ -33,18 +33,18 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Extract(_) | Command::Samples(_)) {
         commands::die_quietly_on_closed_pipe();
     }
-    // Training reads for throughput: one document per core (before any thread starts).
-    let readers = match cli.command {
-        Command::Train(_) => docsort_worker::classify::local::one_document_per_core(),
-        _ => 1,
-    };
     commands::init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => commands::block_on(commands::run::run(args)),
         Command::Batch(args) => commands::block_on(commands::batch::batch(args)),
         Command::Classify(args) => commands::block_on(commands::classify::classify(args)),
         Command::Eval(args) => commands::block_on(commands::eval::eval(args)),
-        Command::Train(args) => commands::block_on(commands::train::train(args, readers)),
+        Command::Train(args) => {
+            // Training reads for throughput: one document per core, set before
+            // the runtime starts any thread.
+            let readers = docsort_worker::classify::local::one_document_per_core();
+            commands::block_on(commands::train::train(args, readers))
+        }
         Command::Samples(args) => commands::samples::samples(&args),
         Command::Extract(args) => commands::extract::extract(&args),
         Command::ExtractChild { .. } => unreachable!("handled above"),

@@ -119,11 +119,10 @@ pub async fn featurize(
         let features = match k {
             Ok(features) => Some(features),
             Err(key) => {
-                let features = read.next().await.ok_or_else(|| {
-                    LocalError::from(candle_core::Error::Msg(
-                        "an example was not read".to_owned(),
-                    ))
-                })??;
+                let features = read
+                    .next()
+                    .await
+                    .ok_or_else(|| task_failed("an example was not read".to_owned()))??;
                 if let (Some(cache), Some(features)) = (cache.as_deref_mut(), &features) {
                     cache.put(key, features)?;
                 }
@@ -161,15 +160,19 @@ async fn read_one(
             }
         }
     };
-    let failed = |e: String| LocalError::from(candle_core::Error::Msg(e));
     let _permit = permits
         .acquire_owned()
         .await
-        .map_err(|e| failed(format!("no reader: {e}")))?;
+        .map_err(|e| task_failed(format!("no reader: {e}")))?;
     let features = tokio::task::spawn_blocking(move || classifier.features(&text))
         .await
-        .map_err(|e| failed(format!("the feature task failed: {e}")))??;
+        .map_err(|e| task_failed(format!("the feature task failed: {e}")))??;
     Ok(Some(features))
+}
+
+/// Reading an example went wrong outside the model itself.
+fn task_failed(what: String) -> LocalError {
+    LocalError::from(candle_core::Error::Msg(what))
 }
 
 /// What [`train`] did.
