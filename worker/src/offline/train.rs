@@ -64,6 +64,10 @@ pub enum TrainError {
     },
     #[error(transparent)]
     Local(#[from] LocalError),
+    /// A reading task ended without features (it panicked), or the reading
+    /// machinery broke its own invariants.
+    #[error("reading the examples failed: {0}")]
+    Task(String),
 }
 
 /// How [`train`] reads its examples.
@@ -122,7 +126,7 @@ pub async fn featurize(
                 let features = read
                     .next()
                     .await
-                    .ok_or_else(|| task_failed("an example was not read".to_owned()))??;
+                    .ok_or_else(|| TrainError::Task("an example was not read".to_owned()))??;
                 if let (Some(cache), Some(features)) = (cache.as_deref_mut(), &features) {
                     cache.put(key, features)?;
                 }
@@ -163,16 +167,11 @@ async fn read_one(
     let _permit = permits
         .acquire_owned()
         .await
-        .map_err(|e| task_failed(format!("no reader: {e}")))?;
+        .map_err(|e| TrainError::Task(format!("no reader: {e}")))?;
     let features = tokio::task::spawn_blocking(move || classifier.features(&text))
         .await
-        .map_err(|e| task_failed(format!("the feature task failed: {e}")))??;
+        .map_err(|e| TrainError::Task(format!("the feature task failed: {e}")))??;
     Ok(Some(features))
-}
-
-/// Reading an example went wrong outside the model itself.
-fn task_failed(what: String) -> LocalError {
-    LocalError::from(candle_core::Error::Msg(what))
 }
 
 /// What [`train`] did.
